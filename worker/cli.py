@@ -15,6 +15,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("stub", "stub"),
     ("map", "map"),
     ("schemas", "schemas"),
+    ("run", "run"),
 )
 
 

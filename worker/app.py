@@ -1,0 +1,519 @@
+"""The worker: wires the rooms together and runs start → consume → drain → stop.
+
+Threads: the asyncio loop (this module, lanes, delivery, HTTP), the kafka thread
+(:mod:`worker.consumer`) and the dead-letter producer's poll thread
+(:mod:`worker.deadletter`). All state below lives on the loop's thread.
+
+Shutdown (SIGTERM/SIGINT) is an ordered procedure; the order is what keeps it lossless:
+
+    1. stop fetching       every partition paused: nothing new is taken
+    2. close the lanes     each lane finishes the record it is on, takes no other
+    3. drain               wait for those records up to WORKER_DRAIN_TIMEOUT, then cancel
+                           (a cancelled record is not done, so it is not committed)
+    4. commit              synchronously, the first not-done offset of every partition
+    5. leave the group     consumer.close(): the group rebalances at once
+    6. flush and close     dead-letter producer, HTTP pool
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from typing import Any, cast
+
+import structlog
+from confluent_kafka import Message
+
+from worker.config import Settings
+from worker.consumer import TP, KafkaSource
+from worker.deadletter import DeadLetterUnavailable, DeadLetterWriter, SourceRecord
+from worker.delivery import Deliverer, RetryPolicy
+from worker.lanes import PartitionLanes
+from worker.metrics import Metrics
+from worker.ometria import OmetriaClient
+from worker.outcome import Failure
+from worker.pacing import Gate, Limiter
+from worker.pipeline import Pipeline
+
+log = structlog.get_logger("worker.app")
+
+#: Exit codes: 0 clean stop; 1 a fatal fault (the dead-letter topic unwritable, a fatal
+#: Kafka error, a bug) after which Kubernetes should restart the pod.
+EXIT_OK = 0
+EXIT_FATAL = 1
+
+
+# A consumed message always has a topic, partition and offset, and its headers are a list
+# of (str, bytes | None); the stubs are wider because produce() accepts more.
+def _offset_of(msg: Message) -> int:
+    return cast(int, msg.offset())
+
+
+def _tp_of(msg: Message) -> TP:
+    return (cast(str, msg.topic()), cast(int, msg.partition()))
+
+
+def _headers_of(msg: Message) -> list[tuple[str, bytes | None]]:
+    return cast(list[tuple[str, bytes | None]], msg.headers() or [])
+
+
+def _key_of(msg: Message) -> bytes | None:
+    key = msg.key()
+    return bytes(key) if key is not None else None
+
+
+class Worker:
+    """One member of the consumer group, delivering to Ometria."""
+
+    def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.metrics = Metrics()
+        self.partitions: dict[TP, PartitionLanes[Message]] = {}
+        self.in_flight = 0
+        self.state = "starting"
+        self.exit_code = EXIT_OK
+        self.started_at = time.monotonic()
+        self._stopping = False
+        self._stop_event: asyncio.Event | None = None
+        self._global_pause = False
+        self._source: KafkaSource | None = None
+        self._dlq: DeadLetterWriter | None = None
+        self._deliverer: Deliverer | None = None
+        self._client: OmetriaClient | None = None
+        self._rebalances = 0
+        self.metrics.collectors.append(self._collect)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT or a fatal fault; returns the process exit code."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop, sig.name)
+
+        self._client = OmetriaClient(
+            s.base_url,
+            auth=s.auth,
+            concurrency=s.concurrency,
+            connect_timeout=s.connect_timeout,
+            read_timeout=s.read_timeout,
+            attempt_timeout=s.attempt_timeout,
+            verify=s.tls_verify,
+            transport=s.http_transport,
+        )
+        self._deliverer = Deliverer(
+            self._client,
+            policy=RetryPolicy(
+                base=s.retry_base,
+                cap=s.retry_cap,
+                deadline=s.retry_deadline,
+                retry_after_max=s.retry_after_max,
+                auth_retry_interval=s.auth_retry_interval,
+            ),
+            gate=Gate(s.auth_retry_interval),
+            limiter=Limiter(s.concurrency, adaptive=s.adaptive_concurrency),
+            metrics=self.metrics,
+        )
+        self._dlq = DeadLetterWriter(
+            s.producer_config(),
+            s.dlq_topic,
+            truncate_bytes=s.dlq_truncate_bytes,
+            give_up_after=s.dlq_timeout,
+        )
+        self._source = KafkaSource(
+            s.consumer_config(),
+            s.topics,
+            self,
+            loop,
+            capacity=self._capacity,
+            poll_batch=s.poll_batch,
+            revoke_timeout=s.rebalance_drain_timeout,
+        )
+        self._source.start()
+        self._set_state("running")
+        log.info(
+            "worker_started",
+            topics=list(s.topics),
+            group=s.group_id,
+            ordering=s.ordering,
+            concurrency=s.concurrency,
+            ometria=s.base_url,
+            auth="basic" if s.auth else "ip-restriction",
+            schemas=len(self.pipeline.registry.list()),
+        )
+        periodic = [
+            loop.create_task(self._every(s.commit_interval, self.commit_now)),
+            loop.create_task(self._every(s.summary_interval, self._summary)),
+        ]
+        try:
+            await self._stop_event.wait()
+        finally:
+            for task in periodic:
+                task.cancel()
+            await self._shutdown()
+        return self.exit_code
+
+    def stop(self, why: str = "requested", *, fatal: bool = False) -> None:
+        """Begin the ordered shutdown (idempotent)."""
+        if fatal:
+            self.exit_code = EXIT_FATAL
+        if self._stopping:
+            return
+        self._stopping = True
+        log.info("worker_stopping", why=why, fatal=fatal)
+        self._set_state("draining")
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    async def _shutdown(self) -> None:
+        s = self.settings
+        assert self._source is not None
+        self._source.stop_fetching()
+        deadline = s.drain_timeout
+        started = time.monotonic()
+        for lanes in self.partitions.values():
+            lanes.close()
+        results = await asyncio.gather(
+            *(lanes.drain(deadline) for lanes in self.partitions.values())
+        )
+        abandoned = sum(1 for ok in results if not ok)
+        offsets = self._commit_offsets(list(self.partitions.values()), force=True)
+        try:
+            await asyncio.wait_for(self._source.commit_sync(offsets), timeout=10.0)
+        except TimeoutError:
+            log.error("final_commit_timed_out", partitions=len(offsets))
+        for lanes in self.partitions.values():
+            self.in_flight -= lanes.offsets.in_flight
+        self._set_state("stopping")
+        await self._source.close()
+        self.partitions.clear()
+        if self._dlq is not None:
+            unflushed = await asyncio.to_thread(self._dlq.close)
+            if unflushed:
+                log.error("dead_letters_unflushed", count=unflushed)
+        if self._client is not None:
+            await self._client.aclose()
+        self._set_state("stopped")
+        log.info(
+            "worker_stopped",
+            exit_code=self.exit_code,
+            drain_s=round(time.monotonic() - started, 3),
+            partitions_abandoned=abandoned,
+            **self._counts(),
+        )
+
+    # -- Listener: called by the kafka thread through the loop ---------------------------
+
+    def on_assigned(self, partitions: list[TP]) -> None:
+        """New partitions: fresh lanes and offsets for each."""
+        self._rebalances += 1
+        if self._source is not None:
+            self._source.connected = True  # a group assignment needs a live broker
+        for topic, partition in partitions:
+            lanes: PartitionLanes[Message] = PartitionLanes(
+                topic,
+                partition,
+                by_key=self.settings.ordering == "key",
+                handle=self._handle,
+                offset_of=_offset_of,
+                key_of=_key_of,
+            )
+            lanes.on_done = self._on_done
+            self.partitions[(topic, partition)] = lanes
+        log.info("partitions_assigned", partitions=_fmt(partitions), owned=len(self.partitions))
+        if self._global_pause and self._source is not None:
+            self._pause([lanes for tp, lanes in self.partitions.items() if tp in partitions])
+
+    async def on_revoked(self, partitions: list[TP]) -> list[tuple[TP, int]]:
+        """Drain the revoked partitions (up to the rebalance deadline) and return what to
+        commit for them before they are given up."""
+        states = [self.partitions.pop(tp) for tp in partitions if tp in self.partitions]
+        if not states:
+            return []
+        for lanes in states:
+            lanes.close()
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(lanes.drain(self.settings.rebalance_drain_timeout) for lanes in states)
+        )
+        offsets = self._commit_offsets(states, force=True)
+        for lanes in states:
+            self.in_flight -= lanes.offsets.in_flight
+        log.info(
+            "partitions_revoked",
+            partitions=_fmt(partitions),
+            drained=all(results),
+            drain_s=round(time.monotonic() - started, 3),
+            owned=len(self.partitions),
+        )
+        self._maybe_resume_all()
+        return offsets
+
+    def on_lost(self, partitions: list[TP]) -> None:
+        """Partitions taken away without a revoke (session lost): drop, commit nothing."""
+        for tp in partitions:
+            lanes = self.partitions.pop(tp, None)
+            if lanes is not None:
+                lanes.close()
+                for task in lanes.tasks():
+                    task.cancel()
+                self.in_flight -= lanes.offsets.in_flight
+        log.warning("partitions_lost", partitions=_fmt(partitions))
+
+    def on_messages(self, messages: list[Message]) -> None:
+        """A batch from the kafka thread: queue each record on its lane."""
+        partitions = self.partitions
+        taken = 0
+        touched: set[TP] = set()
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != err._PARTITION_EOF:
+                    log.warning("consume_error", error=err.str())
+                continue
+            tp = _tp_of(msg)
+            lanes = partitions.get(tp)
+            if lanes is None or lanes.closed or self._stopping:
+                continue  # not ours (any more): not taken, so not committed
+            lanes.submit(msg)
+            taken += 1
+            touched.add(tp)
+        self.in_flight += taken
+        self.metrics.consumed += taken
+        self._apply_backpressure(touched)
+
+    def on_committed(self, results: list[tuple[TP, int, str | None]]) -> None:
+        """Commit results, per partition."""
+        for tp, offset, error in results:
+            if error is None:
+                self.metrics.commits += 1
+                self.metrics.committed[tp] = offset
+                lanes = self.partitions.get(tp)
+                if lanes is not None:
+                    lanes.offsets.mark_committed(offset)
+            else:
+                self.metrics.commit_failures += 1
+                log.warning("commit_failed", topic=tp[0], partition=tp[1], error=error)
+
+    def on_stats(self, lag: dict[TP, int]) -> None:
+        """librdkafka statistics: consumer lag per partition."""
+        self.metrics.lag = {tp: n for tp, n in lag.items() if tp in self.partitions}
+
+    def on_kafka_error(self, code: str, reason: str, fatal: bool) -> None:
+        """Client-level errors; most are transient (librdkafka reconnects by itself)."""
+        if fatal:
+            log.error("kafka_fatal_error", code=code, reason=reason)
+            self.stop(f"kafka fatal error {code}", fatal=True)
+        else:
+            log.warning("kafka_error", code=code, reason=reason)
+
+    # -- one record ---------------------------------------------------------------------
+
+    async def _handle(self, lanes: PartitionLanes[Message], msg: Message) -> None:
+        """Deliver or dead-letter one record; return only when it is done."""
+        assert self._deliverer is not None
+        try:
+            prepared = self.pipeline.process(msg.value(), _headers_of(msg))
+            if isinstance(prepared, Failure):
+                await self._dead_letter(msg, prepared, 0)
+                return
+            failure, attempts = await self._deliverer.deliver(prepared)
+            if failure is not None:
+                await self._dead_letter(msg, failure, attempts)
+                return
+            self.metrics.delivered += 1
+            if self.settings.log_payloads:
+                log.debug("delivered", schema=prepared.schema, body=prepared.body.decode())
+        except asyncio.CancelledError:
+            raise
+        except DeadLetterUnavailable as exc:
+            log.error("dead_letter_topic_unavailable", error=str(exc))
+            self.stop("dead-letter topic unavailable", fatal=True)
+            await asyncio.Event().wait()  # never done: nothing past it is committed
+        except Exception:
+            log.exception("record_handling_failed", topic=lanes.topic, partition=lanes.partition)
+            self.stop("unexpected error", fatal=True)
+            await asyncio.Event().wait()
+
+    async def _dead_letter(self, msg: Message, failure: Failure, attempts: int) -> None:
+        assert self._dlq is not None
+        topic, partition = _tp_of(msg)
+        source = SourceRecord(
+            topic=topic,
+            partition=partition,
+            offset=_offset_of(msg),
+            key=msg.key(),
+            value=msg.value(),
+            headers=_headers_of(msg),
+        )
+        await self._dlq.write(source, failure, attempts)
+        self.metrics.dead_letter(failure.reason)
+        log.warning(
+            "dead_lettered",
+            reason=failure.reason,
+            # The detail may quote event values (personal data): only in debug mode.
+            detail=failure.detail if self.settings.log_payloads else None,
+            stage=failure.stage,
+            schema=failure.schema,
+            http_status=failure.http_status,
+            topic=source.topic,
+            partition=source.partition,
+            offset=source.offset,
+            attempts=attempts,
+        )
+
+    # -- backpressure -------------------------------------------------------------------
+
+    def _capacity(self) -> int:
+        """Free room for new records (read by the kafka thread; an int read is atomic)."""
+        return self.settings.max_in_flight - self.in_flight
+
+    def _on_done(self, lanes: PartitionLanes[Message]) -> None:
+        self.in_flight -= 1
+        if lanes.closed:
+            return
+        if lanes.paused and not self._global_pause:
+            if lanes.offsets.in_flight <= self.settings.max_in_flight_per_partition // 2:
+                self._resume([lanes])
+        elif self._global_pause:
+            self._maybe_resume_all()
+
+    def _apply_backpressure(self, touched: set[TP]) -> None:
+        s = self.settings
+        if not self._global_pause and self.in_flight >= s.max_in_flight:
+            self._global_pause = True
+            self._pause([lanes for lanes in self.partitions.values() if not lanes.paused])
+            log.info("paused_all", in_flight=self.in_flight, bound=s.max_in_flight)
+            return
+        full = [
+            self.partitions[tp]
+            for tp in touched
+            if not self.partitions[tp].paused
+            and self.partitions[tp].offsets.in_flight >= s.max_in_flight_per_partition
+        ]
+        if full:
+            self._pause(full)
+
+    def _maybe_resume_all(self) -> None:
+        if self._global_pause and self.in_flight <= self.settings.max_in_flight // 2:
+            self._global_pause = False
+            bound = self.settings.max_in_flight_per_partition // 2
+            ready = [
+                lanes
+                for lanes in self.partitions.values()
+                if lanes.paused and lanes.offsets.in_flight <= bound
+            ]
+            log.info("resumed_all", in_flight=self.in_flight)
+            self._resume(ready)
+
+    def _pause(self, states: list[PartitionLanes[Message]]) -> None:
+        if not states or self._source is None:
+            return
+        for lanes in states:
+            lanes.paused = True
+        self._source.pause([lanes.tp for lanes in states])
+        if not self._global_pause:
+            log.info("partitions_paused", partitions=_fmt([x.tp for x in states]))
+
+    def _resume(self, states: list[PartitionLanes[Message]]) -> None:
+        if not states or self._source is None or self._stopping:
+            return
+        for lanes in states:
+            lanes.paused = False
+        self._source.resume([lanes.tp for lanes in states])
+        if not self._global_pause:
+            log.info("partitions_resumed", partitions=_fmt([x.tp for x in states]))
+
+    # -- commits, summaries, health -----------------------------------------------------
+
+    def _commit_offsets(
+        self, states: list[PartitionLanes[Message]], *, force: bool
+    ) -> list[tuple[TP, int]]:
+        offsets: list[tuple[TP, int]] = []
+        for lanes in states:
+            mark = lanes.offsets.watermark() if force else lanes.offsets.to_commit()
+            if mark is not None:
+                offsets.append((lanes.tp, mark))
+        return offsets
+
+    def commit_now(self) -> None:
+        """Commit, asynchronously, every partition whose watermark moved."""
+        if self._source is None or self._stopping:
+            return
+        offsets = self._commit_offsets(list(self.partitions.values()), force=False)
+        self._source.commit(offsets)
+
+    async def _every(self, interval: float, action: Any) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            action()
+
+    def _counts(self) -> dict[str, Any]:
+        m = self.metrics
+        return {
+            "consumed": m.consumed,
+            "delivered": m.delivered,
+            "dead_lettered": dict(m.dead_lettered),
+            "retries": m.retries,
+            "in_flight": self.in_flight,
+        }
+
+    def _summary(self) -> None:
+        m = self.metrics
+        now = time.monotonic()
+        last = getattr(self, "_last_summary", (self.started_at, 0, 0))
+        elapsed = max(now - last[0], 1e-9)
+        log.info(
+            "summary",
+            **self._counts(),
+            delivered_per_s=round((m.delivered - last[1]) / elapsed, 1),
+            consumed_per_s=round((m.consumed - last[2]) / elapsed, 1),
+            partitions=len(self.partitions),
+            paused=sum(1 for lanes in self.partitions.values() if lanes.paused),
+            concurrency_limit=self._deliverer.limiter.limit if self._deliverer else None,
+            auth_failing=m.auth_failing,
+            state=self.state,
+        )
+        self._last_summary = (now, m.delivered, m.consumed)
+
+    def _collect(self) -> None:
+        m = self.metrics
+        m.in_flight = self.in_flight
+        m.assigned_partitions = len(self.partitions)
+        m.paused_partitions = sum(1 for lanes in self.partitions.values() if lanes.paused)
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            log.info("state_changed", old=self.state, new=state)
+            self.state = state
+
+    def health(self) -> dict[str, Any]:
+        """Liveness and readiness facts, for /livez and /readyz."""
+        source = self._source
+        now = time.monotonic()
+        polled_ago = now - source.last_poll if source is not None and source.last_poll else None
+        return {
+            "state": self.state,
+            "polled_ago_s": polled_ago,
+            "live": polled_ago is not None and polled_ago < self.settings.liveness_timeout,
+            "ready": (
+                self.state == "running"
+                and source is not None
+                and source.connected
+                and bool(self.partitions or self._rebalances)
+                and not self.metrics.auth_failing
+            ),
+            "auth_failing": self.metrics.auth_failing,
+            "partitions": len(self.partitions),
+            "in_flight": self.in_flight,
+        }
+
+
+def _fmt(partitions: list[TP]) -> list[str]:
+    return [f"{t}[{p}]" for t, p in partitions]

@@ -1,0 +1,94 @@
+"""``ometria-worker run``: consume, map, deliver, dead-letter, commit (configured by env)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import orjson
+import structlog
+
+from worker.config import ConfigError, Settings
+
+HELP = "run the worker (configured by environment variables; see README)"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """No options: a deployment configures the worker through its environment."""
+    parser.epilog = "Every setting is an environment variable: see README.md, 'Configuration'."
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate the settings and schemas, then run until stopped."""
+    del args
+    from worker.envelope import EnvelopeConfig  # noqa: PLC0415 - keep --help fast
+    from worker.observe import configure_logging  # noqa: PLC0415
+    from worker.pipeline import Pipeline  # noqa: PLC0415
+    from worker.schemas import SchemaError  # noqa: PLC0415
+
+    try:
+        settings = Settings.from_env()
+        envelope = EnvelopeConfig.from_env(_environ())
+    except ConfigError as exc:
+        print(f"ometria-worker: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"ometria-worker: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    log = structlog.get_logger("worker")
+    try:
+        pipeline = Pipeline.load(
+            settings.schema_dirs, envelope=envelope, max_bytes=settings.max_record_bytes
+        )
+    except SchemaError as exc:
+        print(f"ometria-worker: broken schema: {exc}", file=sys.stderr)
+        return 2
+    log.info("settings", **settings.redacted())
+    return asyncio.run(_main(settings, pipeline))
+
+
+def _environ() -> dict[str, str]:
+    import os  # noqa: PLC0415
+
+    return dict(os.environ)
+
+
+async def _main(settings: Settings, pipeline: object) -> int:
+    from worker.app import Worker  # noqa: PLC0415
+    from worker.observe import HealthServer  # noqa: PLC0415
+    from worker.pipeline import Pipeline  # noqa: PLC0415
+
+    assert isinstance(pipeline, Pipeline)
+    worker = Worker(settings, pipeline)
+
+    def livez() -> tuple[int, str, bytes]:
+        health = worker.health()
+        return (
+            200 if health["live"] or health["state"] == "starting" else 503,
+            "application/json",
+            orjson.dumps(health),
+        )
+
+    def readyz() -> tuple[int, str, bytes]:
+        health = worker.health()
+        return (200 if health["ready"] else 503, "application/json", orjson.dumps(health))
+
+    def metrics() -> tuple[int, str, bytes]:
+        return (200, "text/plain; version=0.0.4", worker.metrics.render().encode())
+
+    server = HealthServer(
+        settings.http_host,
+        settings.http_port,
+        {"/livez": livez, "/readyz": readyz, "/metrics": metrics},
+    )
+    try:
+        await server.start()
+    except OSError as exc:
+        print(f"ometria-worker: WORKER_HTTP_PORT {settings.http_port}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return await worker.run()
+    finally:
+        await server.stop()

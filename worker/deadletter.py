@@ -1,0 +1,214 @@
+"""Dead letters: the original record, byte for byte, plus headers that say why.
+
+A dead letter counts as done only once the broker acknowledged it; until then the
+source offset is not committed. Headers follow Kafka Connect's ``__connect.errors.*``
+idea with the worker's own names::
+
+    dlq.reason            undecodable | unknown_schema | invalid | too_large | rejected
+                          | retries_exhausted
+    dlq.detail            human-readable, names the field at fault
+    dlq.stage             decode | schema | validate | map | deliver
+    dlq.source.topic / dlq.source.partition / dlq.source.offset
+    dlq.attempts          delivery attempts made (0 when it never reached Ometria)
+    dlq.time              ISO-8601 UTC time the dead letter was written
+    dlq.schema            "type/MODEL" when known
+    dlq.http.status       Ometria's status when it answered
+
+A record too large for the dead-letter topic (over the producer's or the topic's
+limit) is written again with its value cut to ``truncate_bytes`` and the headers
+``dlq.value.truncated=true``, ``dlq.value.size`` (the original size) and
+``dlq.value.sha256`` (of the whole original value). If even that is too large, the
+original headers are dropped as well (``dlq.headers.dropped=<count>``). The record never
+stalls its partition and never vanishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import structlog
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from worker.outcome import Failure
+
+log = structlog.get_logger("worker.deadletter")
+
+Headers = list[tuple[str, bytes | None]]
+
+
+class DeadLetterUnavailable(Exception):
+    """The dead-letter topic could not be written within the configured time: stop the
+    worker (non-zero exit) rather than commit past the record or drop it."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """What a dead letter must preserve of the original record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+
+def dead_letter_headers(
+    source: SourceRecord, failure: Failure, attempts: int, *, now: float | None = None
+) -> Headers:
+    """The ``dlq.*`` headers for ``failure`` (appended after the original headers)."""
+    when = datetime.fromtimestamp(time.time() if now is None else now, tz=UTC)
+    headers: Headers = [
+        ("dlq.reason", failure.reason.encode()),
+        ("dlq.detail", failure.detail.encode("utf-8", "replace")[:4096]),
+        ("dlq.stage", failure.stage.encode()),
+        ("dlq.source.topic", source.topic.encode()),
+        ("dlq.source.partition", str(source.partition).encode()),
+        ("dlq.source.offset", str(source.offset).encode()),
+        ("dlq.attempts", str(attempts).encode()),
+        ("dlq.time", when.isoformat(timespec="milliseconds").replace("+00:00", "Z").encode()),
+    ]
+    if failure.schema is not None:
+        headers.append(("dlq.schema", failure.schema.encode()))
+    if failure.http_status is not None:
+        headers.append(("dlq.http.status", str(failure.http_status).encode()))
+    return headers
+
+
+def truncated(
+    source: SourceRecord, extra: Headers, limit: int, *, drop_headers: bool
+) -> tuple[bytes | None, Headers]:
+    """The value cut to ``limit`` bytes and the headers that say so."""
+    value = source.value or b""
+    marks: Headers = [
+        ("dlq.value.truncated", b"true"),
+        ("dlq.value.size", str(len(value)).encode()),
+        ("dlq.value.sha256", hashlib.sha256(value).hexdigest().encode()),
+    ]
+    if drop_headers:
+        marks.append(("dlq.headers.dropped", str(len(source.headers)).encode()))
+        return value[:limit], extra + marks
+    return value[:limit], list(source.headers) + extra + marks
+
+
+class DeadLetterWriter:
+    """Produces dead letters and resolves each write when the broker acknowledges it."""
+
+    def __init__(
+        self,
+        producer_config: dict[str, Any],
+        topic: str,
+        *,
+        truncate_bytes: int,
+        give_up_after: float,
+    ) -> None:
+        self.topic = topic
+        self.truncate_bytes = truncate_bytes
+        self.give_up_after = give_up_after
+        self._producer = Producer(producer_config)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="dlq-producer", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        # Delivery callbacks run inside poll(): a thread of its own keeps them prompt.
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    async def write(self, source: SourceRecord, failure: Failure, attempts: int) -> None:
+        """Write one dead letter; return once acknowledged. Raises
+        :class:`DeadLetterUnavailable` when it cannot be written within ``give_up_after``."""
+        extra = dead_letter_headers(source, failure, attempts)
+        value: bytes | None = source.value
+        headers: Headers = list(source.headers) + extra
+        stage = 0  # 0 verbatim, 1 value cut, 2 value cut and original headers dropped
+        started = time.monotonic()
+        delay = 0.1
+        while True:
+            error = await self._produce_once(source.key, value, headers)
+            if error is None:
+                if stage:
+                    log.warning(
+                        "dead_letter_truncated",
+                        source_topic=source.topic,
+                        partition=source.partition,
+                        offset=source.offset,
+                        original_size=len(source.value or b""),
+                        headers_dropped=stage == 2,
+                    )
+                return
+            if _too_large(error) and stage < 2:
+                stage += 1
+                value, headers = truncated(
+                    source, extra, self.truncate_bytes, drop_headers=stage == 2
+                )
+                continue
+            elapsed = time.monotonic() - started
+            log.error(
+                "dead_letter_write_failed",
+                dlq_topic=self.topic,
+                source_topic=source.topic,
+                partition=source.partition,
+                offset=source.offset,
+                error=str(error),
+                elapsed_s=round(elapsed, 1),
+                give_up_after_s=self.give_up_after,
+            )
+            if elapsed + delay > self.give_up_after:
+                raise DeadLetterUnavailable(
+                    f"cannot write to dead-letter topic {self.topic!r} for {elapsed:.0f}s: {error}"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _produce_once(
+        self, key: bytes | None, value: bytes | None, headers: Headers
+    ) -> KafkaError | None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[KafkaError | None] = loop.create_future()
+
+        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+            loop.call_soon_threadsafe(_resolve, fut, err)
+
+        while True:
+            try:
+                self._producer.produce(
+                    self.topic,
+                    value=value,
+                    key=key,
+                    headers=cast(list[tuple[str, str | bytes | None]], headers),
+                    on_delivery=on_delivery,
+                )
+                break
+            except BufferError:
+                await asyncio.sleep(0.05)  # local queue full: the poll thread drains it
+            except KafkaException as exc:
+                return (
+                    exc.args[0]
+                    if exc.args and isinstance(exc.args[0], KafkaError)
+                    else (KafkaError(KafkaError._FAIL, str(exc)))
+                )
+        return await fut
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Flush and stop; returns how many dead letters were still unacknowledged."""
+        remaining = int(self._producer.flush(timeout))
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        return remaining
+
+
+def _resolve(fut: asyncio.Future[KafkaError | None], err: KafkaError | None) -> None:
+    if not fut.done():
+        fut.set_result(err)
+
+
+def _too_large(error: KafkaError) -> bool:
+    # The producer's own limit and the broker's (topic max.message.bytes) share code 10.
+    return bool(error.code() in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE))

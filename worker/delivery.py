@@ -1,0 +1,155 @@
+"""Delivering one mapped event to Ometria: attempt, classify, wait, try again.
+
+The loop ends in exactly one of two ways: the event is delivered (``None``) or it failed
+permanently (a :class:`~worker.outcome.Failure` to dead-letter: ``rejected``, or
+``retries_exhausted`` when an operator set a retry deadline). Transient trouble never
+ends it; cancellation (rebalance, shutdown) leaves the record undone, hence uncommitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+
+import structlog
+
+from worker.metrics import Metrics
+from worker.ometria import Answer, OmetriaClient
+from worker.outcome import Failure, Mapped
+from worker.pacing import Gate, Limiter
+from worker.retry import Verdict, backoff, classify
+
+log = structlog.get_logger("worker.delivery")
+
+#: A retry streak is logged when it starts and then every this many attempts.
+STREAK_LOG_EVERY = 10
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Scheduling of retries (the *when*; :func:`worker.retry.classify` is the *whether*)."""
+
+    base: float = 0.2
+    cap: float = 30.0
+    deadline: float | None = None
+    retry_after_max: float = 600.0
+    auth_retry_interval: float = 30.0
+
+
+class Deliverer:
+    """Sends mapped events through one shared client, gate and limiter."""
+
+    def __init__(
+        self,
+        client: OmetriaClient,
+        *,
+        policy: RetryPolicy,
+        gate: Gate,
+        limiter: Limiter,
+        metrics: Metrics,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.client = client
+        self.policy = policy
+        self.gate = gate
+        self.limiter = limiter
+        self.metrics = metrics
+        self._rng = rng or random.Random()
+
+    async def deliver(self, mapped: Mapped) -> tuple[Failure | None, int]:
+        """Deliver ``mapped``; returns (None, attempts) or (the permanent failure, attempts)."""
+        policy = self.policy
+        metrics = self.metrics
+        started = time.monotonic()
+        attempts = 0
+        failures = 0  # transient failures in a row, for the backoff exponent
+        while True:
+            probe = await self.gate.wait()
+            await self.limiter.acquire()
+            sent = time.monotonic()
+            try:
+                answer = await self.client.track(mapped.body)
+            finally:
+                self.limiter.release()
+            attempts += 1
+            metrics.observe_answer(answer.status, time.monotonic() - sent)
+            decision = classify(answer.status, answer.retry_after, now=time.time())
+            verdict = decision.verdict
+
+            if verdict is Verdict.AUTH:
+                self.gate.auth_failed(probe)
+                metrics.auth_failing = True
+                if self.gate.auth_failures == 1 or self.gate.auth_failures % STREAK_LOG_EVERY == 0:
+                    log.error(
+                        "ometria_refuses_credentials",
+                        status=answer.status,
+                        consecutive=self.gate.auth_failures,
+                        action="delivery paused; retrying every "
+                        f"{policy.auth_retry_interval:g}s; check OMETRIA_KEY/OMETRIA_SECRET",
+                    )
+                continue  # the gate spaces the probes; auth trouble never dead-letters
+            self.gate.auth_ok(probe)
+            metrics.auth_failing = self.gate.auth_failing
+
+            if verdict is Verdict.DONE:
+                self.limiter.on_success()
+                if failures:
+                    log.info("retry_streak_ended", attempts=attempts, schema=mapped.schema)
+                metrics.delivery_seconds.observe(time.monotonic() - started)
+                return None, attempts
+            if verdict is Verdict.REJECT:
+                return _rejected(mapped, answer), attempts
+
+            failures += 1
+            metrics.retries += 1
+            if verdict is Verdict.THROTTLE:
+                self.limiter.on_backpressure()
+                metrics.throttled += 1
+                wait = decision.retry_after
+                if wait is None:
+                    wait = backoff(failures, base=policy.base, cap=policy.cap, rng=self._rng)
+                wait = min(wait, policy.retry_after_max)
+                self.gate.throttle(wait)
+            else:
+                wait = backoff(failures, base=policy.base, cap=policy.cap, rng=self._rng)
+                if decision.retry_after is not None:
+                    wait = max(wait, min(decision.retry_after, policy.retry_after_max))
+            if failures == 1 or failures % STREAK_LOG_EVERY == 0:
+                log.warning(
+                    "retrying",
+                    status=answer.status,
+                    error=answer.error,
+                    error_detail=answer.error_detail or None,
+                    failures=failures,
+                    wait_s=round(wait, 3),
+                    schema=mapped.schema,
+                )
+            if policy.deadline is not None and (
+                time.monotonic() - started + wait > policy.deadline
+            ):
+                return _exhausted(mapped, answer, attempts, policy.deadline), attempts
+            await asyncio.sleep(wait)
+
+
+def _rejected(mapped: Mapped, answer: Answer) -> Failure:
+    body = answer.body_start.decode("utf-8", "replace")
+    return Failure(
+        "rejected",
+        f"Ometria answered HTTP {answer.status}: {body}",
+        "deliver",
+        schema=mapped.schema,
+        http_status=answer.status,
+    )
+
+
+def _exhausted(mapped: Mapped, answer: Answer, attempts: int, deadline: float) -> Failure:
+    last = f"HTTP {answer.status}" if answer.status is not None else (answer.error or "error")
+    return Failure(
+        "retries_exhausted",
+        f"gave up after {attempts} attempts within the {deadline:g}s retry deadline; last: {last}",
+        "deliver",
+        schema=mapped.schema,
+        http_status=answer.status,
+    )

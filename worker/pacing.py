@@ -1,0 +1,149 @@
+"""How fast the whole worker may talk to Ometria: a shared gate and an adaptive limit.
+
+* :class:`Gate` holds every lane back while Ometria asked us to wait (429 + Retry-After)
+  and, while it refuses our credentials (401/403), lets a single *probe* through every
+  ``auth_retry_interval`` instead of the whole fleet of lanes.
+* :class:`Limiter` caps concurrent POSTs. With ``adaptive=True`` it is AIMD, as Vector's
+  adaptive request concurrency: +1 after a full window of successes, halved on 429, so
+  the worker finds the rate the endpoint takes instead of guessing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+
+
+class Gate:
+    """A worker-wide "not before" time plus the credential-failure probe protocol."""
+
+    def __init__(self, auth_retry_interval: float) -> None:
+        self._until = 0.0  # monotonic time before which no attempt starts
+        self._auth_retry_interval = auth_retry_interval
+        self._auth_failing = False
+        self._auth_next = 0.0
+        self._prober = False
+        self._auth_ok = asyncio.Event()
+        self._auth_ok.set()
+        self.auth_failures = 0  # consecutive 401/403 answers, for health and logs
+
+    @property
+    def auth_failing(self) -> bool:
+        """True from a 401/403 until an attempt is answered with anything else."""
+        return self._auth_failing
+
+    @property
+    def throttled_for(self) -> float:
+        """Seconds left of the current Retry-After wait (0 when none)."""
+        return max(0.0, self._until - time.monotonic())
+
+    async def wait(self) -> bool:
+        """Wait until an attempt may start. True when this caller is the auth probe, which
+        must report back with :meth:`auth_failed` or :meth:`auth_ok`."""
+        while True:
+            if self._auth_failing:
+                if not self._prober:
+                    self._prober = True
+                    try:
+                        delay = self._auth_next - time.monotonic()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                    except BaseException:
+                        self._prober = False
+                        raise
+                    return True
+                await self._auth_ok.wait()
+                continue
+            delay = self._until - time.monotonic()
+            if delay <= 0:
+                return False
+            await asyncio.sleep(delay)
+
+    def throttle(self, seconds: float) -> None:
+        """Hold every lane back for ``seconds`` from now (never shortens a longer wait)."""
+        self._until = max(self._until, time.monotonic() + seconds)
+
+    def auth_failed(self, probe: bool) -> None:
+        """An attempt met 401/403: keep (or start) failing mode, next probe after the interval."""
+        self.auth_failures += 1
+        if probe or not self._auth_failing:
+            self._auth_next = time.monotonic() + self._auth_retry_interval
+        self._auth_failing = True
+        self._auth_ok.clear()
+        if probe:
+            self._prober = False
+
+    def auth_ok(self, probe: bool) -> None:
+        """An attempt was answered with something other than 401/403: credentials work."""
+        if probe:
+            self._prober = False
+        if self._auth_failing:
+            self._auth_failing = False
+            self.auth_failures = 0
+            self._auth_ok.set()
+
+
+class Limiter:
+    """A resizable semaphore for concurrent POSTs, optionally AIMD-adaptive."""
+
+    def __init__(self, limit: int, *, adaptive: bool, minimum: int = 1) -> None:
+        self.max_limit = limit
+        self.limit = limit
+        self.adaptive = adaptive
+        self.minimum = min(minimum, limit)
+        self.in_use = 0
+        self._successes = 0
+        self._last_decrease = -1e9
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting in FIFO order when none is free."""
+        if self.in_use < self.limit and not self._waiters:
+            self.in_use += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                # Woken and cancelled at once: hand the slot on rather than leak it.
+                self.release()
+            else:
+                self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        """Give a slot back and wake the next waiter if the limit allows."""
+        self.in_use -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_use < self.limit:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_use += 1
+                fut.set_result(None)
+
+    def on_success(self) -> None:
+        """Additive increase: one more slot after ``limit`` successes in a row."""
+        if not self.adaptive or self.limit >= self.max_limit:
+            return
+        self._successes += 1
+        if self._successes >= self.limit:
+            self._successes = 0
+            self.limit += 1
+            self._wake()
+
+    def on_backpressure(self) -> None:
+        """Multiplicative decrease on 429: halve the limit (never below the minimum).
+
+        At most once a second: the many 429s of one burst are one signal, not ten halvings.
+        """
+        now = time.monotonic()
+        if not self.adaptive or now - self._last_decrease < 1.0:
+            return
+        self._last_decrease = now
+        self._successes = 0
+        self.limit = max(self.minimum, self.limit // 2)
