@@ -1,0 +1,74 @@
+"""Commit watermark: the first offset taken and not done."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from worker.offsets import PartitionOffsets
+
+
+@pytest.mark.parametrize(
+    ("taken", "done", "watermark", "in_flight"),
+    [
+        ([], [], None, 0),
+        ([0], [], 0, 1),
+        ([0], [0], 1, 0),
+        ([0, 1, 2], [1, 2], 0, 1),
+        ([0, 1, 2], [1, 2, 0], 3, 0),
+        ([5, 6, 9], [5], 6, 2),  # gaps (compaction, transaction markers)
+        ([5, 6, 9], [6, 5], 9, 1),
+        ([5, 6, 9], [9, 6, 5], 10, 0),
+    ],
+)
+def test_watermark(
+    taken: list[int], done: list[int], watermark: int | None, in_flight: int
+) -> None:
+    offsets = PartitionOffsets()
+    for o in taken:
+        offsets.take(o)
+    for o in done:
+        offsets.done(o)
+    assert offsets.watermark() == watermark
+    assert offsets.in_flight == in_flight
+
+
+def test_offsets_must_rise() -> None:
+    offsets = PartitionOffsets()
+    offsets.take(3)
+    with pytest.raises(ValueError, match="must rise"):
+        offsets.take(2)
+
+
+def test_to_commit_only_when_moved() -> None:
+    offsets = PartitionOffsets()
+    offsets.take(0)
+    offsets.take(1)
+    assert offsets.to_commit() == 0
+    offsets.mark_committed(0)
+    assert offsets.to_commit() is None
+    offsets.done(0)
+    assert offsets.to_commit() == 1
+
+
+def test_random_completion_order_never_commits_an_unfinished_offset() -> None:
+    rng = random.Random(7)
+    offsets = PartitionOffsets()
+    taken = sorted(rng.sample(range(10_000), 2_000))
+    for o in taken:
+        offsets.take(o)
+    pending = list(taken)
+    rng.shuffle(pending)
+    finished: set[int] = set()
+    for o in pending:
+        offsets.done(o)
+        finished.add(o)
+        mark = offsets.watermark()
+        assert mark is not None
+        # Everything below the watermark is finished; the watermark itself is not, unless
+        # it is one past the last taken.
+        assert all(t in finished for t in taken if t < mark)
+        assert mark == taken[-1] + 1 or mark not in finished
+    assert offsets.watermark() == taken[-1] + 1
+    assert offsets.in_flight == 0
