@@ -1,0 +1,186 @@
+"""The worker end to end: real broker, real worker process, the Ometria stand-in.
+
+Every canonical example of the spec, in both CloudEvents modes: the accepted bodies at
+the stand-in must equal the expected payloads, the failures must be dead-lettered with
+their reason, the original bytes and every dlq.* header, and the offsets committed.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Message
+
+from tests.fixtures.kafka_helpers import MakeTopic, committed_offsets, consume_all, produce
+from tests.fixtures.worker import WorkerProcess, worker_env
+from worker.stub import running_stub
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "examples"
+DLQ_HEADERS = {
+    "dlq.reason",
+    "dlq.detail",
+    "dlq.stage",
+    "dlq.source.topic",
+    "dlq.source.partition",
+    "dlq.source.offset",
+    "dlq.attempts",
+    "dlq.time",
+}
+
+Rec = tuple[bytes | None, bytes | None, list[tuple[str, bytes]] | None, int | None]
+
+
+def canonical() -> list[tuple[bytes, dict[str, Any]]]:
+    """(raw structured line, expected) for every canonical example."""
+    events = (EXAMPLES / "canonical-events.jsonl").read_bytes().splitlines()
+    expected = (EXAMPLES / "canonical-expected.jsonl").read_bytes().splitlines()
+    assert len(events) == len(expected) == 14
+    return [(raw, orjson.loads(exp)) for raw, exp in zip(events, expected, strict=True)]
+
+
+def to_binary(raw: bytes, suffix: str) -> tuple[bytes | None, list[tuple[str, bytes]], str | None]:
+    """A structured example as a binary-mode record (value = data, attributes as ce_ headers).
+
+    A line that is not JSON stays as it is, with minimal ce_ headers, and is undecodable
+    in binary mode too."""
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        headers = [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", b"broken" + suffix.encode()),
+            ("ce_source", b"shop-web"),
+            ("ce_type", b"commerce.page.viewed"),
+        ]
+        return raw, headers + [("content-type", b"application/json")], None
+    event["id"] = event["id"] + suffix
+    headers = [
+        (f"ce_{name}", str(event[name]).encode())
+        for name in ("specversion", "id", "source", "type", "time", "dataschema")
+        if name in event
+    ]
+    headers.append(("content-type", b"application/json"))
+    return orjson.dumps(event["data"]), headers, event["id"]
+
+
+def with_suffix(raw: bytes, suffix: str) -> bytes:
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+    event["id"] = event["id"] + suffix
+    return orjson.dumps(event)
+
+
+def header_map(msg: Message) -> dict[str, bytes | None]:
+    return dict(msg.headers() or [])  # type: ignore[arg-type]
+
+
+def test_canonical_examples_both_modes(
+    kafka_bootstrap: str, make_topic: MakeTopic, spawn_worker: Any
+) -> None:
+    topic = make_topic(partitions=3, prefix="events")
+    dlq = make_topic(partitions=1, prefix="dlq")
+    group = f"g-{uuid.uuid4().hex[:8]}"
+
+    records: list[Rec] = []
+    want_payloads: dict[str, Any] = {}
+    want_reasons: list[str] = []
+    for raw, expected in canonical():
+        for mode in ("structured", "binary"):
+            suffix = f"-{mode}"
+            if mode == "structured":
+                value = with_suffix(raw, suffix)
+                headers = [("content-type", b"application/cloudevents+json")]
+            else:
+                bin_value, headers, _ = to_binary(raw, suffix)
+                value = bin_value
+            key = b"a1b2c3d4e5f60718293a4b5c6d7e8f90"
+            records.append((key, value, headers, None))
+            if "error" in expected:
+                want_reasons.append(expected["error"]["reason"])
+            else:
+                payload = dict(expected)
+                payload["request_id"] = expected["request_id"] + suffix
+                want_payloads[payload["request_id"]] = payload
+    placed = produce(kafka_bootstrap, topic, records)
+
+    with running_stub() as stub:
+        worker = spawn_worker(worker_env(kafka_bootstrap, [topic], dlq, stub.url, group))
+        stub.wait_for_requests(len(want_payloads), timeout=60)
+        dead = consume_all(kafka_bootstrap, dlq, len(want_reasons), timeout=60)
+        # Let the periodic commit catch up, then stop cleanly.
+        deadline = time.monotonic() + 20
+        end = {p: max(o for pp, o in placed if pp == p) + 1 for p, _ in placed}
+        while time.monotonic() < deadline:
+            if committed_offsets(kafka_bootstrap, group, topic) == end:
+                break
+            time.sleep(0.2)
+        assert worker.stop() == 0, worker.tail()
+        bodies = stub.bodies()
+
+    # Ometria received exactly the expected payloads (JSON-equal), once each.
+    got = {body["request_id"]: body for body in bodies}  # type: ignore[index]
+    assert len(bodies) == len(want_payloads)
+    assert got == want_payloads
+
+    # Every failure dead-lettered with its reason, original bytes and all headers.
+    assert sorted(header_map(m)["dlq.reason"] for m in dead) == sorted(  # type: ignore[type-var]
+        r.encode() for r in want_reasons
+    )
+    originals = {(p, o): rec for rec, (p, o) in zip(records, placed, strict=True)}
+    for msg in dead:
+        headers = header_map(msg)
+        assert DLQ_HEADERS <= set(headers), headers
+        assert headers["dlq.source.topic"] == topic.encode()
+        source = (int(headers["dlq.source.partition"] or b""), int(headers["dlq.source.offset"] or b""))
+        key, value, orig_headers, _ = originals[source]
+        assert msg.key() == key
+        assert msg.value() == value
+        assert (msg.headers() or [])[: len(orig_headers or [])] == orig_headers
+        assert headers["dlq.detail"]
+        if headers["dlq.reason"] in (b"invalid", b"unknown_schema"):
+            assert headers.get("dlq.schema"), headers
+    assert committed_offsets(kafka_bootstrap, group, topic) == end
+
+    # The logs never carried an event payload.
+    text = "\n".join(worker.raw)
+    assert "DRESS-RED-10" not in text
+    assert "0f1e2d3c4b5a69788796a5b4c3d2e1f0" not in text
+
+
+def test_sigterm_drains_and_exits_zero(
+    kafka_bootstrap: str, make_topic: MakeTopic, spawn_worker: Any
+) -> None:
+    topic = make_topic(partitions=2, prefix="events")
+    dlq = make_topic(partitions=1, prefix="dlq")
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    raw, _ = canonical()[0]
+    produce(kafka_bootstrap, topic, [(None, with_suffix(raw, f"-{i}"), None, None) for i in range(200)])
+    with running_stub(latency_ms=20) as stub:
+        worker = spawn_worker(
+            worker_env(kafka_bootstrap, [topic], dlq, stub.url, group, WORKER_DRAIN_TIMEOUT="5")
+        )
+        stub.wait_for_requests(20, timeout=60)
+        started = time.monotonic()
+        worker.signal(signal.SIGTERM)
+        code = worker.wait(timeout=15)
+        took = time.monotonic() - started
+        accepted = len(stub.bodies())
+    assert code == 0, worker.tail()
+    assert took < 5 + 3, f"drain took {took:.1f}s"
+    stopped = worker.wait_for_log("worker_stopped", timeout=1)
+    assert stopped["exit_code"] == 0
+    # Everything delivered is committed (nothing more): the committed offsets add up to at
+    # least the deliveries that were done before the final commit.
+    committed = committed_offsets(kafka_bootstrap, group, topic)
+    assert sum(committed.values()) <= accepted
+    assert sum(committed.values()) >= accepted - 2  # at most the in-flight one per partition
