@@ -84,6 +84,7 @@ class Worker:
         self._deliverer: Deliverer | None = None
         self._client: OmetriaClient | None = None
         self._rebalances = 0
+        self._commit_scheduled = False
         self.metrics.collectors.append(self._collect)
 
     # -- lifecycle ------------------------------------------------------------------
@@ -189,7 +190,7 @@ class Worker:
         except TimeoutError:
             log.error("final_commit_timed_out", partitions=len(offsets))
         for lanes in self.partitions.values():
-            self.in_flight -= lanes.offsets.in_flight
+            self.in_flight -= lanes.offsets.uncommitted
         self._set_state("stopping")
         await self._source.close()
         self.partitions.clear()
@@ -244,7 +245,7 @@ class Worker:
         )
         offsets = self._commit_offsets(states, force=True)
         for lanes in states:
-            self.in_flight -= lanes.offsets.in_flight
+            self.in_flight -= lanes.offsets.uncommitted
         log.info(
             "partitions_revoked",
             partitions=_fmt(partitions),
@@ -263,7 +264,7 @@ class Worker:
                 lanes.close()
                 for task in lanes.tasks():
                     task.cancel()
-                self.in_flight -= lanes.offsets.in_flight
+                self.in_flight -= lanes.offsets.uncommitted
         log.warning("partitions_lost", partitions=_fmt(partitions))
 
     def on_messages(self, messages: list[Message]) -> None:
@@ -287,6 +288,8 @@ class Worker:
         self.in_flight += taken
         self.metrics.consumed += taken
         self._apply_backpressure(touched)
+        if self._source is not None:
+            self._source.accepted += len(messages)
 
     def on_committed(self, results: list[tuple[TP, int, str | None]]) -> None:
         """Commit results, per partition."""
@@ -296,10 +299,12 @@ class Worker:
                 self.metrics.committed[tp] = offset
                 lanes = self.partitions.get(tp)
                 if lanes is not None:
-                    lanes.offsets.mark_committed(offset)
+                    self.in_flight -= lanes.offsets.committed(offset)
+                    self._maybe_resume(lanes)
             else:
                 self.metrics.commit_failures += 1
                 log.warning("commit_failed", topic=tp[0], partition=tp[1], error=error)
+        self._maybe_resume_all()
 
     def on_stats(self, lag: dict[TP, int]) -> None:
         """librdkafka statistics: consumer lag per partition."""
@@ -375,14 +380,18 @@ class Worker:
         return self.settings.max_in_flight - self.in_flight
 
     def _on_done(self, lanes: PartitionLanes[Message]) -> None:
-        self.in_flight -= 1
-        if lanes.closed:
-            return
-        if lanes.paused and not self._global_pause:
-            if lanes.offsets.in_flight <= self.settings.max_in_flight_per_partition // 2:
-                self._resume([lanes])
-        elif self._global_pause:
-            self._maybe_resume_all()
+        # A paused partition resumes when a commit frees room: ask for one now rather
+        # than at the next tick.
+        if (lanes.paused or self._global_pause) and not lanes.closed:
+            self._commit_soon()
+
+    def _maybe_resume(self, lanes: PartitionLanes[Message]) -> None:
+        if (
+            lanes.paused
+            and not self._global_pause
+            and lanes.offsets.uncommitted <= self.settings.max_in_flight_per_partition // 2
+        ):
+            self._resume([lanes])
 
     def _apply_backpressure(self, touched: set[TP]) -> None:
         s = self.settings
@@ -390,15 +399,17 @@ class Worker:
             self._global_pause = True
             self._pause([lanes for lanes in self.partitions.values() if not lanes.paused])
             log.info("paused_all", in_flight=self.in_flight, bound=s.max_in_flight)
+            self._commit_soon()
             return
         full = [
             self.partitions[tp]
             for tp in touched
             if not self.partitions[tp].paused
-            and self.partitions[tp].offsets.in_flight >= s.max_in_flight_per_partition
+            and self.partitions[tp].offsets.uncommitted >= s.max_in_flight_per_partition
         ]
         if full:
             self._pause(full)
+            self._commit_soon()
 
     def _maybe_resume_all(self) -> None:
         if self._global_pause and self.in_flight <= self.settings.max_in_flight // 2:
@@ -407,7 +418,7 @@ class Worker:
             ready = [
                 lanes
                 for lanes in self.partitions.values()
-                if lanes.paused and lanes.offsets.in_flight <= bound
+                if lanes.paused and lanes.offsets.uncommitted <= bound
             ]
             log.info("resumed_all", in_flight=self.in_flight)
             self._resume(ready)
@@ -442,8 +453,14 @@ class Worker:
                 offsets.append((lanes.tp, mark))
         return offsets
 
+    def _commit_soon(self) -> None:
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            asyncio.get_running_loop().call_soon(self.commit_now)
+
     def commit_now(self) -> None:
         """Commit, asynchronously, every partition whose watermark moved."""
+        self._commit_scheduled = False
         if self._source is None or self._stopping:
             return
         offsets = self._commit_offsets(list(self.partitions.values()), force=False)

@@ -85,6 +85,11 @@ class KafkaSource:
         self._fetching = True
         self._closed: Future[None] = Future()
         self.last_poll = 0.0  # loop-clock time of the last completed poll, for liveness
+        # Records handed to the loop (written by the kafka thread only) and records the loop
+        # has counted (written by the loop only): their difference keeps the in-flight bound
+        # exact although the two threads run at once.
+        self.handed = 0
+        self.accepted = 0
         self.connected = False
         conf = dict(config)
         conf.update(
@@ -147,13 +152,22 @@ class KafkaSource:
         consumer = self._consumer
         try:
             while not self._stop.is_set():
+                # Read before applying commands: the loop queues its pause before it counts
+                # a batch, so a batch seen as counted has its pause applied just below.
+                unseen = self.handed - self.accepted  # handed over, not yet counted by the loop
                 self._apply_commands()
-                room = self._capacity() if self._fetching else 0
-                # With room 0 every partition is paused (the loop saw to it): still poll,
-                # for rebalances, commit results and the group's liveness.
+                room = self._capacity() - unseen if self._fetching else 0
+                if room <= 0 and unseen:
+                    # The loop has yet to count the last batch (and pause, if it is full).
+                    self._stop.wait(0.005)
+                    continue
+                # With no room every partition is paused (the loop saw to it before counting
+                # the batch that filled it): still poll, for rebalances, commit results and
+                # the group's liveness.
                 messages = consumer.consume(max(1, min(self._poll_batch, room)), 0.1)
                 self.last_poll = self._loop.time()
                 if messages:
+                    self.handed += len(messages)
                     self._loop.call_soon_threadsafe(self._listener.on_messages, messages)
             self._apply_commands()
         except Exception as exc:

@@ -1,9 +1,15 @@
-"""Per-partition offset bookkeeping: which offset may be committed.
+"""Per-partition offset bookkeeping: which offset may be committed, and how much is at risk.
 
 Records of one partition are taken in offset order but may finish out of order (key
 mode, or dead letters racing deliveries). The commit point is the lowest offset taken
 and not yet done: everything below it is delivered or dead-lettered, so a restart from
-it loses nothing and repeats at most what was in flight (faust's and Vector's rule).
+it loses nothing (faust's and Vector's rule).
+
+What a crash can repeat is every record taken and not yet *committed*: the ones still
+being worked on and the ones done since the last commit the broker acknowledged. That
+count, :attr:`PartitionOffsets.uncommitted`, is what the worker bounds (pausing the
+partition when it reaches the limit), so "at most WORKER_MAX_IN_FLIGHT records are
+sent twice after a crash" is a guarantee, not an estimate.
 """
 
 from __future__ import annotations
@@ -12,19 +18,21 @@ from collections import deque
 
 
 class PartitionOffsets:
-    """Taken-but-unfinished offsets of one partition, and the commit watermark.
+    """Taken-but-uncommitted offsets of one partition, and the commit watermark.
 
-    ``take`` and ``done`` are O(1) amortised: a deque in offset order and a set of offsets
-    finished ahead of the head.
+    Every operation is O(1) amortised: a deque of offsets not yet done (in offset order),
+    a set of those finished ahead of the head, and a deque of done offsets awaiting the
+    broker's acknowledgement of a commit at or beyond them.
     """
 
-    __slots__ = ("_committed", "_done_ahead", "_next", "_pending")
+    __slots__ = ("_committed", "_done_ahead", "_done_uncommitted", "_next", "_pending")
 
     def __init__(self) -> None:
         self._pending: deque[int] = deque()
         self._done_ahead: set[int] = set()
+        self._done_uncommitted: deque[int] = deque()
         self._next: int | None = None  # one past the last offset taken
-        self._committed: int | None = None  # last watermark handed to a commit
+        self._committed: int | None = None  # highest commit the broker acknowledged
 
     def take(self, offset: int) -> None:
         """Record that ``offset`` was taken for processing (offsets rise within a partition)."""
@@ -37,17 +45,38 @@ class PartitionOffsets:
         """Record that ``offset`` is finished (delivered or its dead letter acknowledged)."""
         pending = self._pending
         if pending and pending[0] == offset:
-            pending.popleft()
+            released = self._done_uncommitted
+            released.append(pending.popleft())
             done_ahead = self._done_ahead
             while pending and pending[0] in done_ahead:
-                done_ahead.discard(pending.popleft())
+                head = pending.popleft()
+                done_ahead.discard(head)
+                released.append(head)
         else:
             self._done_ahead.add(offset)
 
+    def committed(self, offset: int) -> int:
+        """The broker acknowledged a commit at ``offset``; returns how many records stopped
+        being at risk (done offsets below it)."""
+        if self._committed is None or offset > self._committed:
+            self._committed = offset
+        released = self._done_uncommitted
+        count = 0
+        while released and released[0] < offset:
+            released.popleft()
+            count += 1
+        return count
+
     @property
-    def in_flight(self) -> int:
+    def in_progress(self) -> int:
         """Offsets taken and not finished."""
         return len(self._pending) - len(self._done_ahead)
+
+    @property
+    def uncommitted(self) -> int:
+        """Offsets taken and not yet covered by an acknowledged commit: what a crash repeats
+        (at most)."""
+        return len(self._pending) + len(self._done_uncommitted)
 
     def watermark(self) -> int | None:
         """The offset to commit: the first not done, or one past the last taken; None before
@@ -57,12 +86,8 @@ class PartitionOffsets:
         return self._next
 
     def to_commit(self) -> int | None:
-        """The watermark if it moved since the last :meth:`mark_committed`, else None."""
+        """The watermark if it is past the last acknowledged commit, else None."""
         mark = self.watermark()
         if mark is None or mark == self._committed:
             return None
         return mark
-
-    def mark_committed(self, offset: int) -> None:
-        """Remember that ``offset`` was handed to a commit, so it is not sent again."""
-        self._committed = offset

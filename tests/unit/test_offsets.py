@@ -31,7 +31,7 @@ def test_watermark(
     for o in done:
         offsets.done(o)
     assert offsets.watermark() == watermark
-    assert offsets.in_flight == in_flight
+    assert offsets.in_progress == in_flight
 
 
 def test_offsets_must_rise() -> None:
@@ -46,10 +46,28 @@ def test_to_commit_only_when_moved() -> None:
     offsets.take(0)
     offsets.take(1)
     assert offsets.to_commit() == 0
-    offsets.mark_committed(0)
+    offsets.committed(0)
     assert offsets.to_commit() is None
     offsets.done(0)
     assert offsets.to_commit() == 1
+
+
+def test_uncommitted_counts_until_the_broker_acknowledges() -> None:
+    offsets = PartitionOffsets()
+    for o in range(5):
+        offsets.take(o)
+    offsets.done(0)
+    offsets.done(1)
+    offsets.done(3)
+    assert offsets.in_progress == 2
+    assert offsets.uncommitted == 5  # done is not safe until committed
+    assert offsets.committed(2) == 2
+    assert offsets.uncommitted == 3
+    assert offsets.committed(1) == 0  # a late, older acknowledgement releases nothing
+    offsets.done(2)
+    offsets.done(4)
+    assert offsets.committed(5) == 3
+    assert offsets.uncommitted == 0
 
 
 def test_random_completion_order_never_commits_an_unfinished_offset() -> None:
@@ -71,4 +89,4 @@ def test_random_completion_order_never_commits_an_unfinished_offset() -> None:
         assert all(t in finished for t in taken if t < mark)
         assert mark == taken[-1] + 1 or mark not in finished
     assert offsets.watermark() == taken[-1] + 1
-    assert offsets.in_flight == 0
+    assert offsets.in_progress == 0
