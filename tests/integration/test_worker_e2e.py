@@ -15,10 +15,10 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Message
 
 from tests.fixtures.kafka_helpers import MakeTopic, committed_offsets, consume_all, produce
-from tests.fixtures.worker import WorkerProcess, worker_env
+from tests.fixtures.worker import worker_env
+from tests.integration.helpers import header_dict, headers_of
 from worker.stub import running_stub
 
 pytestmark = pytest.mark.integration
@@ -60,7 +60,7 @@ def to_binary(raw: bytes, suffix: str) -> tuple[bytes | None, list[tuple[str, by
             ("ce_source", b"shop-web"),
             ("ce_type", b"commerce.page.viewed"),
         ]
-        return raw, headers + [("content-type", b"application/json")], None
+        return raw, [*headers, ("content-type", b"application/json")], None
     event["id"] = event["id"] + suffix
     headers = [
         (f"ce_{name}", str(event[name]).encode())
@@ -80,10 +80,6 @@ def with_suffix(raw: bytes, suffix: str) -> bytes:
     return orjson.dumps(event)
 
 
-def header_map(msg: Message) -> dict[str, bytes | None]:
-    return dict(msg.headers() or [])  # type: ignore[arg-type]
-
-
 def test_canonical_examples_both_modes(
     kafka_bootstrap: str, make_topic: MakeTopic, spawn_worker: Any
 ) -> None:
@@ -97,6 +93,7 @@ def test_canonical_examples_both_modes(
     for raw, expected in canonical():
         for mode in ("structured", "binary"):
             suffix = f"-{mode}"
+            value: bytes | None
             if mode == "structured":
                 value = with_suffix(raw, suffix)
                 headers = [("content-type", b"application/cloudevents+json")]
@@ -133,22 +130,22 @@ def test_canonical_examples_both_modes(
     assert got == want_payloads
 
     # Every failure dead-lettered with its reason, original bytes and all headers.
-    assert sorted(header_map(m)["dlq.reason"] for m in dead) == sorted(  # type: ignore[type-var]
+    assert sorted(header_dict(m)["dlq.reason"] for m in dead) == sorted(
         r.encode() for r in want_reasons
     )
     originals = {(p, o): rec for rec, (p, o) in zip(records, placed, strict=True)}
     for msg in dead:
-        headers = header_map(msg)
-        assert DLQ_HEADERS <= set(headers), headers
-        assert headers["dlq.source.topic"] == topic.encode()
-        source = (int(headers["dlq.source.partition"] or b""), int(headers["dlq.source.offset"] or b""))
-        key, value, orig_headers, _ = originals[source]
-        assert msg.key() == key
-        assert msg.value() == value
-        assert (msg.headers() or [])[: len(orig_headers or [])] == orig_headers
-        assert headers["dlq.detail"]
-        if headers["dlq.reason"] in (b"invalid", b"unknown_schema"):
-            assert headers.get("dlq.schema"), headers
+        dlq_h = header_dict(msg)
+        assert set(dlq_h) >= DLQ_HEADERS, dlq_h
+        assert dlq_h["dlq.source.topic"] == topic.encode()
+        source = (int(dlq_h["dlq.source.partition"]), int(dlq_h["dlq.source.offset"]))
+        orig_key, orig_value, orig_headers, _ = originals[source]
+        assert msg.key() == orig_key
+        assert msg.value() == orig_value
+        assert headers_of(msg)[: len(orig_headers or [])] == orig_headers
+        assert dlq_h["dlq.detail"]
+        if dlq_h["dlq.reason"] in (b"invalid", b"unknown_schema"):
+            assert dlq_h.get("dlq.schema"), dlq_h
     assert committed_offsets(kafka_bootstrap, group, topic) == end
 
     # The logs never carried an event payload.
@@ -164,7 +161,9 @@ def test_sigterm_drains_and_exits_zero(
     dlq = make_topic(partitions=1, prefix="dlq")
     group = f"g-{uuid.uuid4().hex[:8]}"
     raw, _ = canonical()[0]
-    produce(kafka_bootstrap, topic, [(None, with_suffix(raw, f"-{i}"), None, None) for i in range(200)])
+    produce(
+        kafka_bootstrap, topic, [(None, with_suffix(raw, f"-{i}"), None, None) for i in range(200)]
+    )
     with running_stub(latency_ms=20) as stub:
         worker = spawn_worker(
             worker_env(kafka_bootstrap, [topic], dlq, stub.url, group, WORKER_DRAIN_TIMEOUT="5")

@@ -88,6 +88,9 @@ async def _main(settings: Settings, pipeline: object) -> int:
     except OSError as exc:
         print(f"ometria-worker: WORKER_HTTP_PORT {settings.http_port}: {exc}", file=sys.stderr)
         return 2
+    structlog.get_logger("worker").info(
+        "health_listening", host=settings.http_host, port=server.port
+    )
     try:
         return await worker.run()
     finally:
