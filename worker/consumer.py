@@ -28,6 +28,8 @@ import orjson
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from worker.observe import KAFKA_LOGGER
+
 log = structlog.get_logger("worker.consumer")
 
 TP = tuple[str, int]
@@ -98,6 +100,7 @@ class KafkaSource:
                 "error_cb": self._on_error,
                 "stats_cb": self._on_stats,
                 "statistics.interval.ms": stats_interval_ms,
+                "logger": KAFKA_LOGGER,
             }
         )
         self._consumer = Consumer(conf)

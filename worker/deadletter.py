@@ -35,6 +35,7 @@ from typing import Any, cast
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from worker.observe import KAFKA_LOGGER
 from worker.outcome import Failure
 
 log = structlog.get_logger("worker.deadletter")
@@ -111,7 +112,7 @@ class DeadLetterWriter:
         self.topic = topic
         self.truncate_bytes = truncate_bytes
         self.give_up_after = give_up_after
-        self._producer = Producer(producer_config)
+        self._producer = Producer({**producer_config, "logger": KAFKA_LOGGER})
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="dlq-producer", daemon=True)
         self._thread.start()

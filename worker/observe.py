@@ -47,20 +47,37 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
         else structlog.processors.JSONRenderer(serializer=_orjson_dumps)
     )
     numeric = logging.getLevelNamesMapping()[level.upper()]
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            _mask_secrets,
-            renderer,
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, _mask_secrets, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)
+    # Standard-library loggers (librdkafka's, through KAFKA_LOGGER; asyncio's) render the
+    # same way, on the same stream, so an operator reads one format.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _mask_secrets,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(numeric, logging.INFO))
+
+
+#: The logger librdkafka's own lines go to (passed as the clients' ``logger`` setting).
+KAFKA_LOGGER = logging.getLogger("librdkafka")
 
 
 Handler = Callable[[], tuple[int, str, bytes]]
