@@ -1,0 +1,133 @@
+"""``ometria-worker schemas``: list the loaded schemas, or check schema directories.
+
+* ``ometria-worker schemas [list] [--schema-dir DIR]…``: a table of every schema the
+  worker would load (built-ins, ``WORKER_SCHEMA_DIRS``, then ``--schema-dir``): type,
+  MODEL and source file. Exit 0, or 2 when a directory is broken.
+* ``ometria-worker schemas check DIR [DIR…]``: load and compile every schema file of
+  each directory, as the worker would, and report every problem with its file. Exit 0
+  with a summary (which schemas are new, which replace a built-in), 1 when anything is
+  broken (including a directory with no schema files at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from worker.commands.map import add_schema_dir_option
+from worker.schemas import (
+    CompiledSchema,
+    Registry,
+    SchemaError,
+    builtin_dir,
+    load_dir,
+    schema_dirs_from_env,
+    schema_files,
+)
+
+HELP = "List the loaded schemas (type, MODEL, file), or `check DIR…` to validate schema dirs."
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add ``[list | check DIR…]`` and ``--schema-dir``."""
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=("list", "check"),
+        default="list",
+        help="list (default): the schemas the worker would load; check: validate DIRs",
+    )
+    parser.add_argument("dirs", nargs="*", type=Path, metavar="DIR", help="for check")
+    add_schema_dir_option(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """List or check; see the module docstring for the exit status."""
+    if args.action == "check":
+        if not args.dirs:
+            print("ometria-worker schemas check: give at least one DIR", file=sys.stderr)
+            return 2
+        return check(args.dirs)
+    if args.dirs:
+        print(
+            "ometria-worker schemas: DIRs are only for `check` (use --schema-dir)", file=sys.stderr
+        )
+        return 2
+    dirs = [*schema_dirs_from_env(os.environ), *args.schema_dirs]
+    try:
+        registry = Registry.load(dirs)
+    except SchemaError as exc:
+        for path, problem in exc.problems:
+            print(f"ometria-worker schemas: {path}: {problem}", file=sys.stderr)
+        return 2
+    rows = [(type_, str(model), _display(source)) for type_, model, source in registry.list()]
+    _table(("TYPE", "MODEL", "SOURCE"), rows)
+    return 0
+
+
+def check(dirs: list[Path]) -> int:
+    """Validate each directory; print every problem, or a summary. Returns the exit status."""
+    try:
+        builtin = {(s.type, s.model) for s in load_dir(builtin_dir())}
+    except SchemaError as exc:  # only a broken installation gets here
+        for path, problem in exc.problems:
+            print(f"{path}: {problem}", file=sys.stderr)
+        return 1
+    problems = 0
+    seen: dict[tuple[str, int], Path] = {}
+    for directory in dirs:
+        try:
+            schemas: list[CompiledSchema] = load_dir(directory)
+        except SchemaError as exc:
+            for path, problem in exc.problems:
+                print(f"{path}: {problem}", file=sys.stderr)
+            problems += len(exc.problems)
+            continue
+        if not schema_files(directory):
+            print(f"{directory}: no schema files (*.yaml, *.yml, *.json)", file=sys.stderr)
+            problems += 1
+            continue
+        print(f"ok  {directory}: {len(schemas)} schema(s)")
+        rows = []
+        for schema in sorted(schemas, key=lambda s: (s.type, s.model)):
+            key = (schema.type, schema.model)
+            if directory.resolve() == builtin_dir().resolve():
+                effect = "built-in"
+            elif key in seen:
+                effect = f"replaces the one in {seen[key]}"
+            elif key in builtin:
+                effect = "replaces the built-in"
+            else:
+                effect = "new"
+            seen[key] = directory
+            rows.append((f"    {schema.name}", effect, _display(schema.source)))
+        _table(None, rows)
+    if problems:
+        print(
+            f"schemas check: {problems} problem(s); the worker would refuse to start",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"schemas check: {len(dirs)} director{'y' if len(dirs) == 1 else 'ies'} OK")
+    return 0
+
+
+def _display(path: Path) -> str:
+    try:
+        return f"built-in: {path.relative_to(builtin_dir())}"
+    except ValueError:
+        return str(path)
+
+
+def _table(header: tuple[str, ...] | None, rows: Sequence[tuple[str, ...]]) -> None:
+    lines = ([header] if header else []) + list(rows)
+    if not lines:
+        return
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
