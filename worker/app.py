@@ -30,7 +30,7 @@ from worker.config import Settings
 from worker.consumer import TP, KafkaSource
 from worker.deadletter import DeadLetterUnavailable, DeadLetterWriter, SourceRecord
 from worker.delivery import Deliverer, RetryPolicy
-from worker.lanes import PartitionLanes
+from worker.lanes import PartitionLanes, Scheduler
 from worker.metrics import Metrics
 from worker.ometria import OmetriaClient
 from worker.outcome import Failure
@@ -72,6 +72,7 @@ class Worker:
         self.pipeline = pipeline
         self.metrics = Metrics()
         self.partitions: dict[TP, PartitionLanes[Message]] = {}
+        self.scheduler: Scheduler[Message] = Scheduler(settings.concurrency)
         self.in_flight = 0
         self.state = "starting"
         self.exit_code = EXIT_OK
@@ -221,6 +222,7 @@ class Worker:
                 topic,
                 partition,
                 by_key=self.settings.ordering == "key",
+                scheduler=self.scheduler,
                 handle=self._handle,
                 offset_of=_offset_of,
                 key_of=_key_of,
@@ -262,7 +264,7 @@ class Worker:
             lanes = self.partitions.pop(tp, None)
             if lanes is not None:
                 lanes.close()
-                for task in lanes.tasks():
+                for task in list(lanes.runners):
                     task.cancel()
                 self.in_flight -= lanes.offsets.uncommitted
         log.warning("partitions_lost", partitions=_fmt(partitions))

@@ -9,6 +9,11 @@ parallel-consumer's KEY mode). Records without a key share one lane per partitio
 A retry happens inside the lane, so a later record of the same lane can never overtake
 an earlier one. Offsets are tracked per partition (:mod:`worker.offsets`), whatever the
 lane layout: the commit point is the first record of the partition not yet done.
+
+The :class:`Scheduler` runs lanes on a pool of at most ``limit`` runner tasks. A runner
+takes one record from a ready lane, handles it, then puts the lane back at the end of
+the ready queue if it has more: lanes take turns (no partition or key starves another),
+and no task is made per lane or per record, however many thousand keys are waiting.
 """
 
 from __future__ import annotations
@@ -26,14 +31,85 @@ LaneKey = bytes | None
 
 
 class Lane(Generic[R]):
-    """A queue of records handled one at a time by at most one task."""
+    """A queue of records of one partition (and key), handled one at a time."""
 
-    __slots__ = ("key", "queue", "task")
+    __slots__ = ("busy", "key", "owner", "queue", "ready")
 
-    def __init__(self, key: LaneKey) -> None:
+    def __init__(self, owner: PartitionLanes[R], key: LaneKey) -> None:
+        self.owner = owner
         self.key = key
         self.queue: deque[R] = deque()
-        self.task: asyncio.Task[None] | None = None
+        self.busy = False  # a runner is handling its head record
+        self.ready = False  # it sits in the scheduler's ready queue
+
+
+class Scheduler(Generic[R]):
+    """Runs ready lanes' head records on at most ``limit`` runner tasks."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._ready: deque[Lane[R]] = deque()
+        self._runners: set[asyncio.Task[None]] = set()
+
+    @property
+    def running(self) -> int:
+        """Runner tasks alive."""
+        return len(self._runners)
+
+    def make_ready(self, lane: Lane[R]) -> None:
+        """Queue ``lane`` for a runner (it has work and no runner is on it)."""
+        if lane.ready or lane.busy:
+            return
+        lane.ready = True
+        self._ready.append(lane)
+        if len(self._runners) < self.limit:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._runner())
+        self._runners.add(task)
+        task.add_done_callback(self._runner_done)
+
+    def _runner_done(self, task: asyncio.Task[None]) -> None:
+        self._runners.discard(task)
+        # A runner ends when nothing is ready, or when a drain deadline cancelled it while
+        # other partitions' lanes still wait: then another takes its place.
+        if self._ready and len(self._runners) < self.limit:
+            self._spawn()
+
+    async def _runner(self) -> None:
+        ready = self._ready
+        while ready:
+            lane = ready.popleft()
+            lane.ready = False
+            owner = lane.owner
+            if owner.closed or not lane.queue:
+                owner.forget(lane)
+                continue
+            record = lane.queue[0]
+            lane.busy = True
+            if owner.busy == 0:
+                owner.idle.clear()
+            owner.busy += 1
+            current = asyncio.current_task()
+            assert current is not None
+            owner.runners.add(current)
+            try:
+                await owner.handle(owner, record)
+            finally:
+                owner.runners.discard(current)
+                lane.busy = False
+                owner.busy -= 1
+                if owner.busy == 0:
+                    owner.idle.set()
+            lane.queue.popleft()
+            owner.offsets.done(owner.offset_of(record))
+            owner.on_done(owner)
+            if lane.queue and not owner.closed:
+                lane.ready = True
+                ready.append(lane)  # to the back: lanes take turns
+            else:
+                owner.forget(lane)
 
 
 class PartitionLanes(Generic[R]):
@@ -49,6 +125,7 @@ class PartitionLanes(Generic[R]):
         partition: int,
         *,
         by_key: bool,
+        scheduler: Scheduler[R],
         handle: Callable[[PartitionLanes[R], R], Coroutine[Any, Any, None]],
         offset_of: Callable[[R], int],
         key_of: Callable[[R], LaneKey],
@@ -58,9 +135,14 @@ class PartitionLanes(Generic[R]):
         self.offsets = PartitionOffsets()
         self.closed = False
         self.paused = False
+        self.busy = 0  # records being handled right now
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.runners: set[asyncio.Task[None]] = set()
+        self.handle = handle
+        self.offset_of = offset_of
         self._by_key = by_key
-        self._handle = handle
-        self._offset_of = offset_of
+        self._scheduler = scheduler
         self._key_of = key_of
         self._lanes: dict[LaneKey, Lane[R]] = {}
         self.on_done: Callable[[PartitionLanes[R]], None] = lambda _p: None
@@ -77,46 +159,35 @@ class PartitionLanes(Generic[R]):
 
     def submit(self, record: R) -> None:
         """Take ``record``: track its offset and queue it on its lane."""
-        self.offsets.take(self._offset_of(record))
+        self.offsets.take(self.offset_of(record))
         key = self._key_of(record) if self._by_key else None
         lane = self._lanes.get(key)
         if lane is None:
-            lane = self._lanes[key] = Lane(key)
+            lane = self._lanes[key] = Lane(self, key)
         lane.queue.append(record)
-        if lane.task is None:
-            lane.task = asyncio.get_running_loop().create_task(self._run(lane))
+        self._scheduler.make_ready(lane)
 
-    async def _run(self, lane: Lane[R]) -> None:
-        queue = lane.queue
-        try:
-            while queue and not self.closed:
-                record = queue[0]
-                await self._handle(self, record)
-                queue.popleft()
-                self.offsets.done(self._offset_of(record))
-                self.on_done(self)
-        finally:
-            lane.task = None
-            if not queue or self.closed:
-                self._lanes.pop(lane.key, None)
-
-    def tasks(self) -> list[asyncio.Task[None]]:
-        """The tasks of the lanes still running."""
-        return [lane.task for lane in self._lanes.values() if lane.task is not None]
+    def forget(self, lane: Lane[R]) -> None:
+        """Drop an empty (or abandoned) lane."""
+        if self._lanes.get(lane.key) is lane:
+            del self._lanes[lane.key]
 
     def close(self) -> None:
-        """Take nothing more; running lanes stop after the record they are on."""
+        """Take nothing more; lanes stop after the record they are on."""
         self.closed = True
 
     async def drain(self, timeout: float) -> bool:
-        """Wait for running lanes to finish their current record; cancel what is left at
-        ``timeout``. True when everything finished in time."""
-        tasks = self.tasks()
-        if not tasks:
+        """Wait for the records being handled to finish; cancel what is left at ``timeout``.
+        True when everything finished in time. Call :meth:`close` first."""
+        if self.busy == 0:
             return True
-        _done, pending = await asyncio.wait(tasks, timeout=timeout)
-        for task in pending:
-            task.cancel()
-        if pending:
+        try:
+            async with asyncio.timeout(timeout):
+                await self.idle.wait()
+        except TimeoutError:
+            pending = list(self.runners)
+            for task in pending:
+                task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        return not pending
+            return False
+        return True
