@@ -44,6 +44,11 @@ log = structlog.get_logger("worker.app")
 EXIT_OK = 0
 EXIT_FATAL = 1
 
+#: How soon a commit goes out when a paused partition waits for one (seconds).
+COMMIT_SOON_DELAY = 0.05
+#: An asynchronous commit unanswered for this long no longer holds the next one back.
+COMMIT_STUCK_AFTER = 15.0
+
 
 # A consumed message always has a topic, partition and offset, and its headers are a list
 # of (str, bytes | None); the stubs are wider because produce() accepts more.
@@ -86,6 +91,9 @@ class Worker:
         self._client: OmetriaClient | None = None
         self._rebalances = 0
         self._commit_scheduled = False
+        self._commit_in_flight = False
+        self._commit_wanted = False
+        self._commit_sent = 0.0
         self.metrics.collectors.append(self._collect)
 
     # -- lifecycle ------------------------------------------------------------------
@@ -192,9 +200,11 @@ class Worker:
             log.error("final_commit_timed_out", partitions=len(offsets))
         for lanes in self.partitions.values():
             self.in_flight -= lanes.offsets.uncommitted
+        # Forgotten before close(): its revoke (or a lost session) finds nothing left to
+        # drain, commit or count.
+        self.partitions.clear()
         self._set_state("stopping")
         await self._source.close()
-        self.partitions.clear()
         if self._dlq is not None:
             unflushed = await asyncio.to_thread(self._dlq.close)
             if unflushed:
@@ -293,8 +303,10 @@ class Worker:
         if self._source is not None:
             self._source.accepted += len(messages)
 
-    def on_committed(self, results: list[tuple[TP, int, str | None]]) -> None:
+    def on_committed(self, results: list[tuple[TP, int, str | None]], asynchronous: bool) -> None:
         """Commit results, per partition."""
+        if asynchronous:
+            self._commit_in_flight = False
         for tp, offset, error in results:
             if error is None:
                 self.metrics.commits += 1
@@ -307,6 +319,8 @@ class Worker:
                 self.metrics.commit_failures += 1
                 log.warning("commit_failed", topic=tp[0], partition=tp[1], error=error)
         self._maybe_resume_all()
+        if asynchronous and self._commit_wanted:
+            self._commit_soon()
 
     def on_stats(self, lag: dict[TP, int]) -> None:
         """librdkafka statistics: consumer lag per partition."""
@@ -456,17 +470,30 @@ class Worker:
         return offsets
 
     def _commit_soon(self) -> None:
+        """Commit shortly (a paused partition waits for it), not once per finished record."""
         if not self._commit_scheduled:
             self._commit_scheduled = True
-            asyncio.get_running_loop().call_soon(self.commit_now)
+            asyncio.get_running_loop().call_later(COMMIT_SOON_DELAY, self.commit_now)
 
     def commit_now(self) -> None:
-        """Commit, asynchronously, every partition whose watermark moved."""
+        """Commit, asynchronously, every partition whose watermark moved.
+
+        One asynchronous commit is in flight at a time: a burst of them queues up at the
+        group coordinator and holds back the heartbeats behind it (the group then evicts
+        the worker). A commit wanted meanwhile goes out when the answer comes back.
+        """
         self._commit_scheduled = False
         if self._source is None or self._stopping:
             return
+        if self._commit_in_flight and time.monotonic() - self._commit_sent < COMMIT_STUCK_AFTER:
+            self._commit_wanted = True
+            return
+        self._commit_wanted = False
         offsets = self._commit_offsets(list(self.partitions.values()), force=False)
-        self._source.commit(offsets)
+        if offsets:
+            self._commit_in_flight = True
+            self._commit_sent = time.monotonic()
+            self._source.commit(offsets)
 
     async def _every(self, interval: float, action: Any) -> None:
         while True:

@@ -12,10 +12,14 @@ from worker import __version__
 
 # Subcommand name → module under worker.commands. Order is the order shown in --help.
 COMMANDS: tuple[tuple[str, str], ...] = (
-    ("stub", "stub"),
+    ("run", "run"),
+    ("demo", "demo"),
+    ("check", "check"),
     ("map", "map"),
     ("schemas", "schemas"),
-    ("run", "run"),
+    ("dlq", "dlq"),
+    ("query", "query"),
+    ("stub", "stub"),
 )
 
 

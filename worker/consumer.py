@@ -46,7 +46,9 @@ class Listener(Protocol):
 
     def on_messages(self, messages: list[Message]) -> None: ...
 
-    def on_committed(self, results: list[tuple[TP, int, str | None]]) -> None: ...
+    def on_committed(
+        self, results: list[tuple[TP, int, str | None]], asynchronous: bool
+    ) -> None: ...
 
     def on_stats(self, lag: dict[TP, int]) -> None: ...
 
@@ -220,9 +222,11 @@ class KafkaSource:
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and err.code() == KafkaError._NO_OFFSET:
                 return
-            self._report_commit(exc.args[0] if exc.args else None, _tps_at(offsets))
+            self._report_commit(
+                exc.args[0] if exc.args else None, _tps_at(offsets), asynchronous=False
+            )
             return
-        self._report_commit(None, result or [])
+        self._report_commit(None, result or [], asynchronous=False)
 
     # librdkafka callbacks: all run on this thread, inside consume()/commit()/close().
 
@@ -254,17 +258,20 @@ class KafkaSource:
         self._loop.call_soon_threadsafe(self._listener.on_lost, tps)
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        self._report_commit(err, partitions)
+        self._report_commit(err, partitions, asynchronous=True)
 
-    def _report_commit(self, err: object, partitions: list[TopicPartition]) -> None:
+    def _report_commit(
+        self, err: object, partitions: list[TopicPartition], *, asynchronous: bool
+    ) -> None:
+        """Hand one commit's per-partition results to the loop (always, even when empty:
+        the loop keeps one asynchronous commit in flight at a time and waits for this)."""
         results: list[tuple[TP, int, str | None]] = []
         for p in partitions:
             perr = p.error or err
             if isinstance(perr, KafkaError) and perr.code() == KafkaError._NO_OFFSET:
                 continue
             results.append(((p.topic, p.partition), p.offset, str(perr) if perr else None))
-        if results:
-            self._loop.call_soon_threadsafe(self._listener.on_committed, results)
+        self._loop.call_soon_threadsafe(self._listener.on_committed, results, asynchronous)
 
     def _on_error(self, err: KafkaError) -> None:
         self.connected = err.code() != KafkaError._ALL_BROKERS_DOWN and self.connected
