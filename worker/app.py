@@ -10,7 +10,8 @@ Shutdown (SIGTERM/SIGINT) is an ordered procedure; the order is what keeps it lo
     2. close the lanes     each lane finishes the record it is on, takes no other
     3. drain               wait for those records up to WORKER_DRAIN_TIMEOUT, then cancel
                            (a cancelled record is not done, so it is not committed)
-    4. commit              synchronously, the first not-done offset of every partition
+    4. commit              synchronously, the first not-done offset of every partition,
+                           retried across a rebalance in progress
     5. leave the group     consumer.close(): the group rebalances at once
     6. flush and close     dead-letter producer, HTTP pool
 """
@@ -158,7 +159,8 @@ class Worker:
             schemas=len(self.pipeline.registry.list()),
         )
         periodic = [
-            loop.create_task(self._every(s.commit_interval, self.commit_now)),
+            # Store often (cheap, local); librdkafka commits what is stored every interval.
+            loop.create_task(self._every(s.commit_interval / 4, self.store_now)),
             loop.create_task(self._every(s.summary_interval, self._summary)),
         ]
         try:
@@ -195,7 +197,7 @@ class Worker:
         abandoned = sum(1 for ok in results if not ok)
         offsets = self._commit_offsets(list(self.partitions.values()), force=True)
         try:
-            await asyncio.wait_for(self._source.commit_sync(offsets), timeout=10.0)
+            await asyncio.wait_for(self._source.commit_final(offsets, 5.0), timeout=10.0)
         except TimeoutError:
             log.error("final_commit_timed_out", partitions=len(offsets))
         for lanes in self.partitions.values():
@@ -468,6 +470,12 @@ class Worker:
             if mark is not None:
                 offsets.append((lanes.tp, mark))
         return offsets
+
+    def store_now(self) -> None:
+        """Store every partition's commit point that moved (librdkafka commits it)."""
+        if self._source is None or self._stopping:
+            return
+        self._source.store(self._commit_offsets(list(self.partitions.values()), force=False))
 
     def _commit_soon(self) -> None:
         """Commit shortly (a paused partition waits for it), not once per finished record."""

@@ -37,7 +37,13 @@ _SECRET_KAFKA_KEYS: Final = frozenset(
 
 #: Settings the worker owns itself; a pass-through may not override them.
 _RESERVED_KAFKA_KEYS: Final = frozenset(
-    {"bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store"}
+    {
+        "bootstrap.servers",
+        "group.id",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "auto.commit.interval.ms",
+    }
 )
 
 
@@ -135,7 +141,10 @@ class Settings:
         conf: dict[str, str | int | bool] = {
             "bootstrap.servers": self.bootstrap_servers,
             "group.id": self.group_id,
-            "enable.auto.commit": False,
+            # Offsets are *stored* by the worker (only the first not-done one of each
+            # partition) and committed by librdkafka: periodically, on revoke and on close.
+            "enable.auto.commit": True,
+            "auto.commit.interval.ms": max(int(self.commit_interval * 1000), 10),
             "enable.auto.offset.store": False,
             "auto.offset.reset": self.auto_offset_reset,
             "partition.assignment.strategy": "cooperative-sticky",

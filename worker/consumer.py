@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -33,6 +34,16 @@ from worker.observe import KAFKA_LOGGER
 log = structlog.get_logger("worker.consumer")
 
 TP = tuple[str, int]
+
+#: Commit errors that mean "a rebalance moved the generation on": retry once rejoined.
+_STALE_GENERATION = frozenset(
+    {
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError._STATE,
+    }
+)
 
 
 class Listener(Protocol):
@@ -61,6 +72,7 @@ class _Command:
     partitions: list[TP] = field(default_factory=list)
     offsets: list[tuple[TP, int]] = field(default_factory=list)
     done: Future[None] | None = None
+    timeout: float = 0.0
 
 
 class KafkaSource:
@@ -128,17 +140,28 @@ class KafkaSource:
         """Fetch these partitions again."""
         self._commands.put(_Command("resume", partitions=partitions))
 
+    def store(self, offsets: list[tuple[TP, int]]) -> None:
+        """Store the offsets to commit: librdkafka commits them every auto-commit interval,
+        when the partitions are revoked and when the consumer closes, always with the
+        group generation in force (results arrive at ``Listener.on_committed``)."""
+        if offsets:
+            self._commands.put(_Command("store", offsets=offsets))
+
     def commit(self, offsets: list[tuple[TP, int]]) -> None:
-        """Commit asynchronously; results arrive at ``Listener.on_committed``."""
+        """Store and commit now, asynchronously (a paused partition is waiting for it)."""
         if offsets:
             self._commands.put(_Command("commit", offsets=offsets))
 
-    async def commit_sync(self, offsets: list[tuple[TP, int]]) -> None:
-        """Commit and wait for the broker's answer (shutdown)."""
+    async def commit_final(self, offsets: list[tuple[TP, int]], timeout: float) -> None:
+        """Store and commit synchronously before leaving the group (shutdown), riding out a
+        rebalance in progress: a commit refused for a stale generation is retried after
+        the consumer has rejoined, until ``timeout``."""
         if not offsets or not self._thread.is_alive():
             return
         done: Future[None] = Future()
-        self._commands.put(_Command("commit_sync", offsets=offsets, done=done))
+        self._commands.put(
+            _Command("commit_final", offsets=offsets, done=done, timeout=timeout)
+        )
         await asyncio.wrap_future(done)
 
     def stop_fetching(self) -> None:
@@ -205,28 +228,49 @@ class KafkaSource:
                     assignment = consumer.assignment()
                     if assignment:
                         consumer.pause(assignment)
+                elif cmd.kind == "store":
+                    self._store(cmd.offsets)
                 elif cmd.kind == "commit":
+                    self._store(cmd.offsets)
                     consumer.commit(offsets=_tps_at(cmd.offsets), asynchronous=True)
-                elif cmd.kind == "commit_sync":
-                    self._commit_sync(cmd.offsets)
+                elif cmd.kind == "commit_final":
+                    self._store(cmd.offsets)
+                    self._commit_final(cmd.offsets, cmd.timeout)
             except KafkaException as exc:
                 log.warning("consumer_command_failed", command=cmd.kind, error=str(exc))
             finally:
                 if cmd.done is not None and not cmd.done.done():
                     cmd.done.set_result(None)
 
-    def _commit_sync(self, offsets: list[tuple[TP, int]]) -> None:
-        try:
-            result = self._consumer.commit(offsets=_tps_at(offsets), asynchronous=False)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.code() == KafkaError._NO_OFFSET:
+    def _commit_final(self, offsets: list[tuple[TP, int]], timeout: float) -> None:
+        consumer = self._consumer
+        deadline = time.monotonic() + timeout
+        while True:
+            owned = {(p.topic, p.partition) for p in consumer.assignment()}
+            mine = [(tp, o) for tp, o in offsets if tp in owned]
+            if not mine:
+                return  # revoked meanwhile: stored, and committed as they were unassigned
+            try:
+                result = consumer.commit(offsets=_tps_at(mine), asynchronous=False)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                code = err.code() if isinstance(err, KafkaError) else None
+                if code in _STALE_GENERATION and time.monotonic() < deadline:
+                    # Let the consumer finish the rebalance (everything is paused, so no
+                    # record arrives), then commit what it still owns.
+                    consumer.consume(1, 0.2)
+                    continue
+                self._report_commit(err, _tps_at(mine), asynchronous=False)
                 return
-            self._report_commit(
-                exc.args[0] if exc.args else None, _tps_at(offsets), asynchronous=False
-            )
+            self._report_commit(None, result or [], asynchronous=False)
             return
-        self._report_commit(None, result or [], asynchronous=False)
+
+    def _store(self, offsets: list[tuple[TP, int]]) -> None:
+        try:
+            self._consumer.store_offsets(offsets=_tps_at(offsets))
+        except KafkaException as exc:
+            # A partition revoked meanwhile refuses the store: its new owner has it now.
+            log.debug("store_offsets_refused", error=str(exc))
 
     # librdkafka callbacks: all run on this thread, inside consume()/commit()/close().
 
@@ -251,7 +295,10 @@ class KafkaSource:
             fut.cancel()
             return
         if offsets:
-            self._commit_sync(offsets)
+            # Stored here, committed by librdkafka as it unassigns them (auto-commit on
+            # revoke), in the generation that owns them: a commit of our own made during
+            # a cooperative rebalance may be refused as ILLEGAL_GENERATION.
+            self._store(offsets)
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]

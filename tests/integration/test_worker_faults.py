@@ -264,7 +264,14 @@ def test_workers_joining_and_leaving_lose_nothing(
         assert c.stop() == 0
     assert set(ids) == {f"m-{i}" for i in range(total)}
     # Clean hand-overs (drain, then commit, on revoke) repeat nothing at all.
-    assert len(ids) == total, f"{len(ids) - total} duplicates on clean rebalances"
+    notes = [
+        f"{w.name}: {line}"
+        for w in (a, b, c)
+        for line in w.logs
+        if line.get("event") in ("commit_failed", "partitions_revoked", "partitions_lost",
+                                 "final_commit_timed_out", "revoke_drain_failed", "kafka_error")
+    ]
+    assert len(ids) == total, f"{len(ids) - total} duplicates on clean rebalances: {notes}"
     assert b.events("partitions_revoked") or a.events("partitions_revoked")
 
 

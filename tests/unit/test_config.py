@@ -29,7 +29,8 @@ def test_defaults() -> None:
     assert s.tls_verify is True
     assert s.retry_deadline is None
     conf = s.consumer_config()
-    assert conf["enable.auto.commit"] is False
+    assert conf["enable.auto.offset.store"] is False  # only done offsets are stored
+    assert conf["enable.auto.commit"] is True  # librdkafka commits what was stored
     assert conf["auto.offset.reset"] == "earliest"
     assert conf["partition.assignment.strategy"] == "cooperative-sticky"
 
