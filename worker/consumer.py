@@ -317,6 +317,8 @@ class KafkaSource:
             perr = p.error or err
             if isinstance(perr, KafkaError) and perr.code() == KafkaError._NO_OFFSET:
                 continue
+            if perr is None and p.offset < 0:
+                continue  # nothing was stored for it: this commit did not concern it
             results.append(((p.topic, p.partition), p.offset, str(perr) if perr else None))
         self._loop.call_soon_threadsafe(self._listener.on_committed, results, asynchronous)
 
