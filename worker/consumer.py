@@ -159,9 +159,7 @@ class KafkaSource:
         if not offsets or not self._thread.is_alive():
             return
         done: Future[None] = Future()
-        self._commands.put(
-            _Command("commit_final", offsets=offsets, done=done, timeout=timeout)
-        )
+        self._commands.put(_Command("commit_final", offsets=offsets, done=done, timeout=timeout))
         await asyncio.wrap_future(done)
 
     def stop_fetching(self) -> None:

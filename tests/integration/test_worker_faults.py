@@ -268,8 +268,15 @@ def test_workers_joining_and_leaving_lose_nothing(
         f"{w.name}: {line}"
         for w in (a, b, c)
         for line in w.logs
-        if line.get("event") in ("commit_failed", "partitions_revoked", "partitions_lost",
-                                 "final_commit_timed_out", "revoke_drain_failed", "kafka_error")
+        if line.get("event")
+        in (
+            "commit_failed",
+            "partitions_revoked",
+            "partitions_lost",
+            "final_commit_timed_out",
+            "revoke_drain_failed",
+            "kafka_error",
+        )
     ]
     assert len(ids) == total, f"{len(ids) - total} duplicates on clean rebalances: {notes}"
     assert b.events("partitions_revoked") or a.events("partitions_revoked")
@@ -351,3 +358,75 @@ def test_sigterm_exit_code_is_zero_even_mid_retry(
         assert time.monotonic() - started < 2 + 4
     # Nothing was delivered, so nothing may be committed past the first record.
     assert all(o == 0 for o in committed_offsets(kafka_bootstrap, group, topic).values())
+
+
+def test_unwritable_dead_letter_topic_stops_the_worker_without_committing_past(
+    kafka_bootstrap: str, make_topic: MakeTopic, spawn_worker: Any
+) -> None:
+    topic = make_topic(partitions=1, prefix="nodlq")
+    missing_dlq = f"missing-dlq-{uuid.uuid4().hex[:8]}"  # never created; auto-create is off
+    produce(
+        kafka_bootstrap,
+        topic,
+        [
+            (None, basket_event("ok-0"), None, None),
+            (None, b"not json at all", None, None),
+            (None, basket_event("ok-2"), None, None),
+        ],
+    )
+    group = group_name()
+    with running_stub() as stub:
+        worker = spawn_worker(
+            worker_env(
+                kafka_bootstrap, [topic], missing_dlq, stub.url, group, WORKER_DLQ_TIMEOUT="3"
+            )
+        )
+        code = worker.wait(timeout=60)
+        delivered = accepted_ids(stub)
+    assert code == 1, worker.tail()
+    assert worker.events("dead_letter_topic_unavailable")
+    assert delivered == ["ok-0"]  # the record after the stuck one never overtook it
+    assert committed_offsets(kafka_bootstrap, group, topic) == {0: 1}
+
+
+def test_backlog_stays_within_the_in_flight_bound(
+    kafka_bootstrap: str, make_topic: MakeTopic, spawn_worker: Any
+) -> None:
+    topic = make_topic(partitions=2, prefix="backlog")
+    dlq = make_topic(prefix="dlq")
+    total = 1500
+    produce(kafka_bootstrap, topic, numbered(total, prefix="b", keys=30))
+    group = group_name()
+    bound = 60
+    seen_in_flight: list[float] = []
+    seen_paused: list[float] = []
+    with running_stub(latency_ms=2) as stub:
+        worker = spawn_worker(
+            worker_env(
+                kafka_bootstrap,
+                [topic],
+                dlq,
+                stub.url,
+                group,
+                WORKER_ORDERING="key",
+                WORKER_MAX_IN_FLIGHT=str(bound),
+                WORKER_MAX_IN_FLIGHT_PER_PARTITION="40",
+            )
+        )
+        port = worker.wait_for_log("health_listening")["port"]
+
+        def sample() -> bool:
+            _, body = http_get(f"http://127.0.0.1:{port}/metrics")
+            for line in body.decode().splitlines():
+                if line.startswith("ometria_worker_records_in_flight "):
+                    seen_in_flight.append(float(line.split()[1]))
+                if line.startswith("ometria_worker_partitions_paused "):
+                    seen_paused.append(float(line.split()[1]))
+            return len(set(accepted_ids(stub))) == total
+
+        wait_until(sample, 120, "every record accepted", interval=0.02)
+        wait_committed(kafka_bootstrap, group, topic)
+        assert worker.stop() == 0
+    assert max(seen_in_flight) <= bound
+    assert max(seen_paused) >= 1  # the bound was reached and partitions paused
+    assert worker.events("partitions_paused") or worker.events("paused_all")
