@@ -227,8 +227,9 @@ class Event:
     data: Any  # the parsed data, or MISSING when the record had none
 
 
-def _show(value: Any) -> str:
-    """A short JSON rendering of a bad value for a failure detail (dead letters only)."""
+def show_value(value: Any) -> str:
+    """A short JSON rendering of a bad value for a failure detail (dead letters only,
+    never logs: it may be personal data)."""
     try:
         text = orjson.dumps(value).decode()
     except TypeError:
@@ -285,17 +286,19 @@ class Decoder:
         if spec != "1.0" or type(spec) is not str:
             if spec is MISSING:
                 return _undecodable("not a CloudEvent: specversion missing")
-            return _undecodable(f'specversion must be "1.0", got {_show(spec)}')
+            return _undecodable(f'specversion must be "1.0", got {show_value(spec)}')
         event_id = event.get("id", MISSING)
         if type(event_id) is not str or not event_id:
             if event_id is MISSING:
                 return _undecodable("CloudEvent id missing")
-            return _undecodable(f"CloudEvent id must be a non-empty string, got {_show(event_id)}")
+            return _undecodable(
+                f"CloudEvent id must be a non-empty string, got {show_value(event_id)}"
+            )
         type_ = event.get("type", MISSING)
         if type(type_) is not str or not type_:
             if type_ is MISSING:
                 return _unknown("CloudEvent type missing")
-            return _unknown(f"CloudEvent type must be a non-empty string, got {_show(type_)}")
+            return _unknown(f"CloudEvent type must be a non-empty string, got {show_value(type_)}")
         dataschema = event.get("dataschema")
         if dataschema is None:
             model = 1
@@ -318,13 +321,15 @@ class Decoder:
         if dataschema is None or dataschema is MISSING:
             return 1
         if type(dataschema) is not str:
-            return _unknown(f"dataschema must be a string, got {_show(dataschema)}", f"{type_}/?")
+            return _unknown(
+                f"dataschema must be a string, got {show_value(dataschema)}", f"{type_}/?"
+            )
         model = self._models.get(dataschema)
         if model is None:
             model = model_of(dataschema)
             if model is None:
                 return _unknown(
-                    f"dataschema {_show(dataschema)} does not end in a SchemaVer "
+                    f"dataschema {show_value(dataschema)} does not end in a SchemaVer "
                     "MODEL-REVISION-ADDITION such as 1-0-0",
                     f"{type_}/?",
                 )
@@ -404,7 +409,9 @@ class Decoder:
         if type(type_) is not str or not type_:
             if type_ is None or type_ is MISSING:
                 return _unknown(f"event type missing ({where})")
-            return _unknown(f"event type ({where}) must be a non-empty string, got {_show(type_)}")
+            return _unknown(
+                f"event type ({where}) must be a non-empty string, got {show_value(type_)}"
+            )
 
         if self._version_ptr is not None:
             version: Any = resolve_pointer(document, self._version_ptr)
@@ -433,7 +440,7 @@ class Decoder:
             (type(event_id) is str and event_id) or type(event_id) is int
         ):
             return _undecodable(
-                f"event id must be a non-empty string or an integer, got {_show(event_id)}"
+                f"event id must be a non-empty string or an integer, got {show_value(event_id)}"
             )
 
         data = resolve_pointer(document, self._data_ptr)
@@ -453,7 +460,7 @@ def _is_structured_content_type(raw: bytes | None) -> bool:
 
 def _show_raw(raw: bytes) -> str:
     text = _header_text(raw)
-    return _show(text) if text is not None else repr(raw[:_SHOW_LIMIT])
+    return show_value(text) if text is not None else repr(raw[:_SHOW_LIMIT])
 
 
 def _header_text(raw: bytes | str) -> str | None:
@@ -468,7 +475,7 @@ def _header_text(raw: bytes | str) -> str | None:
 
 def _data_from_base64(encoded: Any) -> Any:
     if type(encoded) is not str:
-        return _undecodable(f"data_base64 must be a string, got {_show(encoded)}")
+        return _undecodable(f"data_base64 must be a string, got {show_value(encoded)}")
     try:
         return orjson.loads(base64.b64decode(encoded, validate=True))
     except (binascii.Error, ValueError) as exc:  # JSONDecodeError is a ValueError

@@ -40,10 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import orjson
 import yaml
 
-from worker.envelope import MISSING, parse_json_pointer
+from worker.envelope import MISSING, parse_json_pointer, show_value
 
 __all__ = [
     "BUILTIN_DIR",
@@ -91,7 +90,6 @@ _KEYWORDS_BY_TYPE: Final[Mapping[str, frozenset[str]]] = {
 }
 _ALL_KEYWORDS: Final = frozenset().union(*_KEYWORDS_BY_TYPE.values()) | _ANY_TYPE_KEYWORDS
 _TYPE_NAME: Final = re.compile(r"[^\s/]+\Z")
-_SHOW_LIMIT: Final = 40
 
 
 class SchemaError(Exception):
@@ -740,7 +738,7 @@ class _Compiler:
             self.emit(indent + 1, bad_type)
         if "enum" in node:
             values = node["enum"]
-            shown = _show(values)
+            shown = show_value(values)
             if all(type(v) is str for v in values):
                 name = self.constant(frozenset(values), "_E")
                 self.emit(indent, f"if type({var}) is not str or {var} not in {name}:")
@@ -750,7 +748,7 @@ class _Compiler:
             self.emit(indent + 1, f"return _bad({here}, {'must be one of ' + shown!r}, {var})")
         if "const" in node:
             name = self.constant(node["const"], "_C")
-            message = "must be " + _show(node["const"])
+            message = "must be " + show_value(node["const"])
             self.emit(indent, f"if not _json_eq({var}, {name}):")
             self.emit(indent + 1, f"return _bad({here}, {message!r}, {var})")
 
@@ -959,25 +957,16 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def _show(value: Any) -> str:
-    """Short JSON text of a value for a failure detail (these go to dead letters, not logs)."""
-    try:
-        text = orjson.dumps(value).decode()
-    except TypeError:
-        text = repr(value)
-    return text if len(text) <= _SHOW_LIMIT else text[: _SHOW_LIMIT - 1] + "…"
-
-
 def _missing(path: str) -> str:
     return f"{path}: required field missing"
 
 
 def _bad(path: str, message: str, value: Any) -> str:
-    return f"{path}: {message}, got {_show(value)}"
+    return f"{path}: {message}, got {show_value(value)}"
 
 
 def _bad_type(path: str, expected: str, value: Any) -> str:
-    return f"{path}: must be {expected}, got {_json_type(value)} {_show(value)}"
+    return f"{path}: must be {expected}, got {_json_type(value)} {show_value(value)}"
 
 
 def _absent_or_bad_type(

@@ -32,6 +32,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from worker.commands.args import positive_number
 from worker.config import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -64,22 +65,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add ``--timeout``."""
     parser.add_argument(
         "--timeout",
-        type=_positive,
+        type=positive_number,
         default=10.0,
         metavar="SECONDS",
         help="how long the broker and Ometria may take to answer (default 10)",
     )
     parser.epilog = "Reads the same environment variables as `run` (see README.md)."
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text!r}")
-    return value
 
 
 class _Report:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
+from worker.commands.args import positive_number
 from worker.config import ConfigError
 from worker.outcome import REASONS
 from worker.replay import (
@@ -59,7 +60,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     where.add_argument(
         "--timeout",
-        type=_positive,
+        type=positive_number,
         default=30.0,
         metavar="SECONDS",
         help="broker metadata, read stalls and delivery each give up after this (default 30)",
@@ -112,16 +113,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     replay.add_argument(
         "--dry-run", action="store_true", help="print what would be replayed; write nothing"
     )
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text!r}")
-    return value
 
 
 def _time(text: str) -> datetime:
