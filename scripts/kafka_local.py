@@ -474,8 +474,15 @@ def log4j2_xml(log_file: Path) -> str:
 
 
 def cluster_id() -> str:
-    """A random cluster id in Kafka's format (URL-safe base64 of a UUID, unpadded)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+    """A random cluster id in Kafka's format (URL-safe base64 of a UUID, unpadded).
+
+    Never one that starts with "-": the storage tool would read it as an option (about
+    one id in 64 would make the start fail).
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+        if not cid.startswith("-"):
+            return cid
 
 
 # --- Processes and probes -----------------------------------------------------------------
