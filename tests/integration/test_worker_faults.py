@@ -7,9 +7,13 @@ the dead-letter topic and the group's committed offsets.
 from __future__ import annotations
 
 import collections
+import os
+import re
 import signal
+import subprocess
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -430,3 +434,84 @@ def test_backlog_stays_within_the_in_flight_bound(
     assert max(seen_in_flight) <= bound
     assert max(seen_paused) >= 1  # the bound was reached and partitions paused
     assert worker.events("partitions_paused") or worker.events("paused_all")
+
+
+def test_hung_requests_and_reset_connections_are_retried(
+    kafka_bootstrap: str, make_topic: MakeTopic, spawn_worker: Any
+) -> None:
+    topic = make_topic(partitions=2, prefix="hang")
+    dlq = make_topic(prefix="dlq")
+    produce(kafka_bootstrap, topic, numbered(120, prefix="h", keys=10))
+    group = group_name()
+    with running_stub(hang_rate=0.05, reset_rate=0.1, seed=9) as stub:
+        worker = spawn_worker(
+            worker_env(
+                kafka_bootstrap,
+                [topic],
+                dlq,
+                stub.url,
+                group,
+                WORKER_ORDERING="key",
+                OMETRIA_READ_TIMEOUT="0.5",
+                OMETRIA_ATTEMPT_TIMEOUT="1",
+            )
+        )
+        wait_until(lambda: len(set(accepted_ids(stub))) == 120, 90, "all 120 accepted")
+        wait_committed(kafka_bootstrap, group, topic)
+        reasons = [a.get("reason") for a in stub.attempts()]
+        assert worker.stop() == 0
+    assert "hang" in reasons
+    assert "reset" in reasons
+    retried = [line.get("error") for line in worker.events("retrying")]
+    assert retried  # the worker saw the faults as transient and said so
+    assert end_offsets(kafka_bootstrap, dlq) == {0: 0}
+
+
+def _broker_pid(bootstrap: str) -> int:
+    """The pid of the scripts/kafka-local broker serving ``bootstrap``."""
+    port = bootstrap.rsplit(":", 1)[1]
+    script = Path(__file__).resolve().parents[2] / "scripts" / "kafka-local"
+    out = subprocess.run(
+        [str(script), "status", "--port", port], capture_output=True, text=True, check=False
+    ).stdout
+    found = re.search(r"\bpid (\d+)", out)
+    assert found, f"no scripts/kafka-local broker on port {port}: {out!r}"
+    return int(found.group(1))
+
+
+def test_frozen_broker_loses_nothing(
+    kafka_bootstrap: str, make_topic: MakeTopic, spawn_worker: Any
+) -> None:
+    topic = make_topic(partitions=4, prefix="frozen")
+    dlq = make_topic(prefix="dlq")
+    total = 800
+    produce(kafka_bootstrap, topic, numbered(total, prefix="f", keys=40))
+    group = group_name()
+    pid = _broker_pid(kafka_bootstrap)
+    with running_stub(latency_ms=5) as stub:
+        worker = spawn_worker(
+            worker_env(
+                kafka_bootstrap,
+                [topic],
+                dlq,
+                stub.url,
+                group,
+                WORKER_MAX_IN_FLIGHT="200",
+                WORKER_MAX_IN_FLIGHT_PER_PARTITION="50",
+            )
+        )
+        wait_until(lambda: len(stub.bodies()) >= 100, 60, "100 accepted")
+        os.kill(pid, signal.SIGSTOP)  # the broker stops answering: no fetch, no commit
+        try:
+            time.sleep(6)
+            during = len(stub.bodies())
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_until(lambda: len(set(accepted_ids(stub))) == total, 90, "every record accepted")
+        wait_committed(kafka_bootstrap, group, topic, timeout=60)
+        ids = accepted_ids(stub)
+        assert worker.stop() == 0
+    assert during < total  # the freeze really held the stream back
+    assert set(ids) == {f"f-{i}" for i in range(total)}
+    assert len(ids) - total <= 200  # duplicates, if any, within the in-flight bound
+    assert end_offsets(kafka_bootstrap, dlq) == {0: 0}
