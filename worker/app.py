@@ -91,6 +91,7 @@ class Worker:
         self._deliverer: Deliverer | None = None
         self._client: OmetriaClient | None = None
         self._rebalances = 0
+        self._last_summary: tuple[float, int, int] = (self.started_at, 0, 0)
         self._commit_scheduled = False
         self._commit_in_flight = False
         self._commit_wanted = False
@@ -521,7 +522,7 @@ class Worker:
     def _summary(self) -> None:
         m = self.metrics
         now = time.monotonic()
-        last = getattr(self, "_last_summary", (self.started_at, 0, 0))
+        last = self._last_summary
         elapsed = max(now - last[0], 1e-9)
         log.info(
             "summary",

@@ -12,12 +12,13 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal, TypeVar
+from typing import Final, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
 Ordering = Literal["partition", "key"]
+Transport = Literal["aiohttp", "httpx"]
 LogFormat = Literal["auto", "json", "console"]
 
 #: librdkafka settings pass through as KAFKA_CONFIG_<KEY>, dots written as underscores.
@@ -94,7 +95,7 @@ class Settings:
     ometria_key: Secret | None = None
     ometria_secret: Secret | None = None
     tls_verify: bool | str = True  # True, False, or a CA bundle path
-    http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    http_transport: Transport = "aiohttp"
     connect_timeout: float = 5.0
     read_timeout: float = 10.0
     attempt_timeout: float = 15.0
@@ -243,11 +244,13 @@ class Settings:
             ometria_key=Secret(key) if key else None,
             ometria_secret=Secret(secret) if secret else None,
             tls_verify=tls_verify,
-            http_transport=r.choice("WORKER_HTTP_TRANSPORT", "aiohttp", ("aiohttp", "httpx")),
+            http_transport=cast(
+                Transport, r.choice("WORKER_HTTP_TRANSPORT", "aiohttp", ("aiohttp", "httpx"))
+            ),
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             attempt_timeout=attempt_timeout,
-            ordering=r.choice("WORKER_ORDERING", "partition", ("partition", "key")),
+            ordering=cast(Ordering, r.choice("WORKER_ORDERING", "partition", ("partition", "key"))),
             concurrency=r.integer("WORKER_CONCURRENCY", 64, low=1, high=4096),
             adaptive_concurrency=r.boolean("WORKER_ADAPTIVE_CONCURRENCY", True),
             max_in_flight=max_in_flight,
@@ -267,7 +270,9 @@ class Settings:
             http_port=r.integer("WORKER_HTTP_PORT", 8080, low=0, high=65535),
             http_host=r.text("WORKER_HTTP_HOST", "0.0.0.0"),  # noqa: S104 - see field
             liveness_timeout=r.number("WORKER_LIVENESS_TIMEOUT", 60.0, low=1.0),
-            log_format=r.choice("WORKER_LOG_FORMAT", "auto", ("auto", "json", "console")),
+            log_format=cast(
+                LogFormat, r.choice("WORKER_LOG_FORMAT", "auto", ("auto", "json", "console"))
+            ),
             log_level=r.choice("WORKER_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             log_payloads=r.boolean("WORKER_LOG_PAYLOADS", False),
             summary_interval=r.number("WORKER_SUMMARY_INTERVAL", 30.0, low=0.1),
@@ -394,9 +399,9 @@ class _Reader:
         self.problem(name, f"must be true or false, got {raw!r}")
         return default
 
-    def choice(self, name: str, default: str, options: tuple[str, ...]) -> T:  # type: ignore[type-var]
+    def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
         raw = self.env.get(name, "").strip().lower() or default
         if raw not in options:
             self.problem(name, f"must be one of {', '.join(options)}, got {raw!r}")
             raw = default
-        return raw  # type: ignore[return-value]
+        return raw
