@@ -35,7 +35,7 @@ from worker.lanes import PartitionLanes, Scheduler
 from worker.metrics import Metrics
 from worker.ometria import OmetriaClient
 from worker.outcome import Failure
-from worker.pacing import Gate, Limiter
+from worker.pacing import Gate, Limiter, RateLimiter
 from worker.pipeline import Pipeline
 
 log = structlog.get_logger("worker.app")
@@ -130,6 +130,7 @@ class Worker:
             ),
             gate=Gate(s.auth_retry_interval),
             limiter=Limiter(s.concurrency, adaptive=s.adaptive_concurrency),
+            rate=RateLimiter(enabled=s.adaptive_concurrency),
             metrics=self.metrics,
         )
         self._dlq = DeadLetterWriter(
@@ -532,6 +533,9 @@ class Worker:
             partitions=len(self.partitions),
             paused=sum(1 for lanes in self.partitions.values() if lanes.paused),
             concurrency_limit=self._deliverer.limiter.limit if self._deliverer else None,
+            rate_limit=round(r, 1)
+            if self._deliverer and (r := self._deliverer.rate.rate) is not None
+            else None,
             auth_failing=m.auth_failing,
             state=self.state,
         )

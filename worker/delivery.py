@@ -18,7 +18,7 @@ import structlog
 from worker.metrics import Metrics
 from worker.ometria import Answer, OmetriaClient
 from worker.outcome import Failure, Mapped
-from worker.pacing import Gate, Limiter
+from worker.pacing import Gate, Limiter, RateLimiter
 from worker.retry import Verdict, backoff, classify
 
 log = structlog.get_logger("worker.delivery")
@@ -49,12 +49,14 @@ class Deliverer:
         gate: Gate,
         limiter: Limiter,
         metrics: Metrics,
+        rate: RateLimiter | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.client = client
         self.policy = policy
         self.gate = gate
         self.limiter = limiter
+        self.rate = rate or RateLimiter(enabled=False)
         self.metrics = metrics
         self._rng = rng or random.Random()
 
@@ -67,6 +69,7 @@ class Deliverer:
         failures = 0  # transient failures in a row, for the backoff exponent
         while True:
             probe = await self.gate.wait()
+            await self.rate.acquire()
             await self.limiter.acquire()
             sent = time.monotonic()
             try:
@@ -95,6 +98,7 @@ class Deliverer:
 
             if verdict is Verdict.DONE:
                 self.limiter.on_success()
+                self.rate.on_success()
                 if failures:
                     log.info("retry_streak_ended", attempts=attempts, schema=mapped.schema)
                 metrics.delivery_seconds.observe(time.monotonic() - started)
@@ -106,6 +110,7 @@ class Deliverer:
             metrics.retries += 1
             if verdict is Verdict.THROTTLE:
                 self.limiter.on_backpressure()
+                self.rate.on_throttle()
                 metrics.throttled += 1
                 wait = decision.retry_after
                 if wait is None:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from worker.pacing import Gate, Limiter
+from worker.pacing import Gate, Limiter, RateLimiter
 
 
 def test_throttle_holds_every_waiter() -> None:
@@ -119,3 +119,52 @@ def test_static_limiter_ignores_signals() -> None:
     limiter = Limiter(8, adaptive=False)
     limiter.on_backpressure()
     assert limiter.limit == 8
+
+
+def test_rate_limiter_costs_nothing_until_the_first_429() -> None:
+    async def main() -> float:
+        rate = RateLimiter(enabled=True)
+        start = time.monotonic()
+        for _ in range(1000):
+            await rate.acquire()
+        assert rate.rate is None
+        return time.monotonic() - start
+
+    assert asyncio.run(main()) < 1.0
+
+
+def test_rate_limiter_engages_at_half_the_sending_rate_and_paces() -> None:
+    async def main() -> tuple[float, float]:
+        rate = RateLimiter(enabled=True)
+        for _ in range(200):  # ~instant: the sending rate is high
+            await rate.acquire()
+        rate.on_throttle()
+        engaged_at = rate.rate
+        assert engaged_at is not None
+        assert engaged_at > 50  # half of a sending rate far above 100/s
+        rate.rate = 100.0  # pin a known rate to measure the pacing
+        start = time.monotonic()
+        for _ in range(30):
+            await rate.acquire()
+        return rate.rate, time.monotonic() - start
+
+    engaged, took = asyncio.run(main())
+    assert engaged == 100.0
+    assert took >= 0.25  # 30 requests at 100/s, after a 10-token burst at most
+
+
+def test_rate_limiter_halves_once_per_burst_and_grows_back() -> None:
+    rate = RateLimiter(enabled=True)
+    rate.rate = 80.0
+    rate.on_throttle()
+    rate.on_throttle()  # the same burst
+    assert rate.rate == 40.0
+    for _ in range(40):
+        rate.on_success()
+    assert rate.rate > 40.0
+
+
+def test_disabled_rate_limiter_never_engages() -> None:
+    rate = RateLimiter(enabled=False)
+    rate.on_throttle()
+    assert rate.rate is None
