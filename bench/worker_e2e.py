@@ -216,10 +216,131 @@ def set_latency(url: str, ms: float) -> None:
     admin(url, "/_admin/faults", "PUT", {"latency_ms": ms})
 
 
+Record = Callable[[str, Result], None]
+
+
+def scenario_a(
+    record: Record, bootstrap: str, url: str, topic: str, payloads: Path, count: int, naive_n: int
+) -> None:
+    """0 ms latency: CPU per event beside the bare loop, in both modes; the naive peer."""
+    set_latency(url, 0)
+    record(
+        "A worker partition mode",
+        run_contender(url, worker(bootstrap, topic, url, "partition", 8), count, 120),
+    )
+    record("A bare loop, 8 in flight", run_contender(url, bare(url, payloads, 8), count, 120))
+    record(
+        "A worker key mode, 64 in flight",
+        run_contender(url, worker(bootstrap, topic, url, "key", 64), count, 120),
+    )
+    record("A bare loop, 64 in flight", run_contender(url, bare(url, payloads, 64), count, 120))
+    record("A naive peer", run_contender(url, naive(bootstrap, topic, url), naive_n * 4, 120))
+
+
+def scenario_b(
+    record: Record,
+    bootstrap: str,
+    url: str,
+    topics: tuple[str, str],
+    payloads: Path,
+    counts: tuple[int, int],
+    naive_n: int,
+) -> None:
+    """50 ms latency: partition mode bound by order, key mode beside its ceiling; naive."""
+    (topic_big, topic_small), (big, small) = topics, counts
+    set_latency(url, 50)
+    record(
+        "B worker partition mode",
+        run_contender(url, worker(bootstrap, topic_small, url, "partition", 8), small, 120),
+    )
+    record(
+        "B worker key mode, 256 in flight",
+        run_contender(url, worker(bootstrap, topic_big, url, "key", 256), big, 180),
+    )
+    record("B bare loop, 256 in flight", run_contender(url, bare(url, payloads, 256), big, 180))
+    record("B naive peer", run_contender(url, naive(bootstrap, topic_big, url), naive_n // 3, 120))
+
+
+# (label, numerator, denominator, measure, target): a target "<= x", ">= x" or "" (report).
+CHECKS: tuple[tuple[str, str, str, str, str], ...] = (
+    (
+        "A CPU/event, worker / bare (partition mode, 8)",
+        "A worker partition mode",
+        "A bare loop, 8 in flight",
+        "cpu",
+        "<= 1.3",
+    ),
+    (
+        "A CPU/event, worker / bare (key mode, 64)",
+        "A worker key mode, 64 in flight",
+        "A bare loop, 64 in flight",
+        "cpu",
+        "<= 1.3",
+    ),
+    ("B partition mode / 160 events/s", "B worker partition mode", "", "rate", ">= 0.9"),
+    (
+        "B key mode / partition mode",
+        "B worker key mode, 256 in flight",
+        "B worker partition mode",
+        "rate",
+        ">= 12",
+    ),
+    (
+        "B key mode / bare loop at 256 (ceiling)",
+        "B worker key mode, 256 in flight",
+        "B bare loop, 256 in flight",
+        "rate",
+        "",
+    ),
+    ("A worker partition mode / naive peer", "A worker partition mode", "A naive peer", "rate", ""),
+    (
+        "B worker key mode / naive peer",
+        "B worker key mode, 256 in flight",
+        "B naive peer",
+        "rate",
+        "",
+    ),
+)
+
+
+def report(results: dict[str, list[Result]], runs: int) -> None:
+    """Medians of each contender, then each check as the ratio of medians and as the
+    median of the ratios paired within a run (the steadier figure on a noisy machine)."""
+
+    def value(result: Result, measure: str) -> float:
+        return result.cpu_us if measure == "cpu" else result.rate
+
+    print(f"\nmedians of {runs} runs")
+    print(f"{'contender':44} {'events/s':>9} {'CPU µs/event':>13}")
+    for name, rs in results.items():
+        print(
+            f"{name:44} {median([r.rate for r in rs]):>9.0f} "
+            f"{median([r.cpu_us for r in rs]):>13.0f}"
+        )
+    print(f"\n{'check':48} {'medians':>8} {'paired':>8} {'range':>13}  target")
+    for label, top, bottom, measure, target in CHECKS:
+        if top not in results or (bottom and bottom not in results):
+            continue
+        tops = [value(r, measure) for r in results[top]]
+        bottoms = [value(r, measure) for r in results[bottom]] if bottom else [160.0] * len(tops)
+        ratio = median(tops) / median(bottoms)
+        paired = [t / b for t, b in zip(tops, bottoms, strict=True)]
+        verdict = ""
+        if target:
+            bound = float(target[2:])
+            met = ratio <= bound if target.startswith("<=") else ratio >= bound
+            verdict = "ok" if met else "MISSED"
+        print(
+            f"{label:48} {ratio:8.2f} {median(paired):8.2f} "
+            f"{min(paired):6.2f}-{max(paired):<6.2f}  {target or '(report)'} {verdict}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
+    parser.add_argument("--scenarios", default="AB", help="A (0 ms), B (50 ms), or AB")
     args = parser.parse_args()
     big, small, naive_n = (3000, 400, 100) if args.quick else (12000, 1600, 300)
 
@@ -250,93 +371,19 @@ def main() -> None:
         print(f"broker {bootstrap}; {big} and {small} events in {PARTITIONS} partitions")
         for run in range(1, args.runs + 1):
             print(f"run {run}/{args.runs}")
-            set_latency(url, 0)
-            record(
-                "A worker partition mode",
-                run_contender(url, worker(bootstrap, topic_big, url, "partition", 8), big, 120),
-            )
-            record("A bare loop, 8 in flight", run_contender(url, bare(url, payloads, 8), big, 120))
-            record(
-                "A worker key mode, 64 in flight",
-                run_contender(url, worker(bootstrap, topic_big, url, "key", 64), big, 120),
-            )
-            record(
-                "A bare loop, 64 in flight", run_contender(url, bare(url, payloads, 64), big, 120)
-            )
-            record(
-                "A naive peer",
-                run_contender(url, naive(bootstrap, topic_big, url), naive_n * 4, 120),
-            )
-            set_latency(url, 50)
-            record(
-                "B worker partition mode",
-                run_contender(url, worker(bootstrap, topic_small, url, "partition", 8), small, 120),
-            )
-            record(
-                "B worker key mode, 256 in flight",
-                run_contender(url, worker(bootstrap, topic_big, url, "key", 256), big, 180),
-            )
-            record(
-                "B bare loop, 256 in flight", run_contender(url, bare(url, payloads, 256), big, 180)
-            )
-            record(
-                "B naive peer",
-                run_contender(url, naive(bootstrap, topic_big, url), naive_n // 3, 120),
-            )
-
-    rate = {name: median([r.rate for r in rs]) for name, rs in results.items()}
-    cpu = {name: median([r.cpu_us for r in rs]) for name, rs in results.items()}
-    print(f"\nmedians of {args.runs} runs")
-    print(f"{'contender':44} {'events/s':>9} {'CPU µs/event':>13}")
-    for name in results:
-        print(f"{name:44} {rate[name]:>9.0f} {cpu[name]:>13.0f}")
-    print("\nchecks")
-    checks: list[tuple[str, float, str, bool]] = [
-        (
-            "A CPU/event, worker / bare (partition mode, 8)",
-            cpu["A worker partition mode"] / cpu["A bare loop, 8 in flight"],
-            "<= 1.3",
-            False,
-        ),
-        (
-            "A CPU/event, worker / bare (key mode, 64)",
-            cpu["A worker key mode, 64 in flight"] / cpu["A bare loop, 64 in flight"],
-            "<= 1.3",
-            False,
-        ),
-        ("B partition mode / 160 events/s", rate["B worker partition mode"] / 160, ">= 0.9", False),
-        (
-            "B key mode / partition mode",
-            rate["B worker key mode, 256 in flight"] / rate["B worker partition mode"],
-            ">= 12",
-            False,
-        ),
-        (
-            "B key mode / bare loop at 256 (ceiling)",
-            rate["B worker key mode, 256 in flight"] / rate["B bare loop, 256 in flight"],
-            "(report)",
-            True,
-        ),
-        (
-            "A worker partition mode / naive peer",
-            rate["A worker partition mode"] / rate["A naive peer"],
-            "(report)",
-            True,
-        ),
-        (
-            "B worker key mode / naive peer",
-            rate["B worker key mode, 256 in flight"] / rate["B naive peer"],
-            "(report)",
-            True,
-        ),
-    ]
-    for label, ratio, target, _report in checks:
-        verdict = ""
-        if target.startswith("<="):
-            verdict = "ok" if ratio <= float(target[2:]) else "MISSED"
-        elif target.startswith(">="):
-            verdict = "ok" if ratio >= float(target[2:]) else "MISSED"
-        print(f"{label:48} {ratio:8.2f}  target {target:8} {verdict}")
+            if "A" in args.scenarios:
+                scenario_a(record, bootstrap, url, topic_big, payloads, big, naive_n)
+            if "B" in args.scenarios:
+                scenario_b(
+                    record,
+                    bootstrap,
+                    url,
+                    (topic_big, topic_small),
+                    payloads,
+                    (big, small),
+                    naive_n,
+                )
+    report(results, args.runs)
 
 
 if __name__ == "__main__":
