@@ -45,6 +45,11 @@ def accepted_ids(stub: Any) -> list[str]:
     return [body["request_id"] for body in stub.bodies()]
 
 
+def wait_all_accepted(stub: Any, count: int, timeout: float = 90) -> None:
+    """Wait until the stand-in accepted ``count`` distinct request ids."""
+    wait_until(lambda: len(set(accepted_ids(stub))) == count, timeout, f"all {count} accepted")
+
+
 @pytest.mark.parametrize("ordering", ["partition", "key"])
 def test_order_holds_under_latency_and_5xx(
     kafka_bootstrap: str, make_topic: MakeTopic, spawn_worker: Any, ordering: str
@@ -198,7 +203,7 @@ def test_outage_loses_nothing_and_dead_letters_nothing(
         wait_until(lambda: len(stub.bodies()) >= 50, 60, "50 accepted before the outage")
         stub.set_faults(outage_for=4.0)
         time.sleep(4.5)
-        wait_until(lambda: len(set(accepted_ids(stub))) == 400, 60, "all 400 accepted")
+        wait_all_accepted(stub, 400, 60)
         refused = sum(1 for a in stub.attempts() if a["status"] == 503)
         wait_committed(kafka_bootstrap, group, topic)
         assert worker.stop() == 0
@@ -232,7 +237,7 @@ def test_sigkill_then_restart_loses_nothing_and_bounds_duplicates(
         before_restart = len(stub.bodies())
         assert before_restart < total
         second = spawn_worker(env, name="second")
-        wait_until(lambda: len(set(accepted_ids(stub))) == total, 90, "every record accepted")
+        wait_all_accepted(stub, total)
         wait_committed(kafka_bootstrap, group, topic)
         ids = accepted_ids(stub)
         assert second.stop() == 0
@@ -262,7 +267,7 @@ def test_workers_joining_and_leaving_lose_nothing(
         assert a.stop() == 0  # leaves mid-stream: its partitions move to b and c
         wait_until(lambda: len(stub.bodies()) >= 2200, 60, "2200 accepted")
         assert b.stop() == 0
-        wait_until(lambda: len(set(accepted_ids(stub))) == total, 90, "every record accepted")
+        wait_all_accepted(stub, total)
         wait_committed(kafka_bootstrap, group, topic)
         ids = accepted_ids(stub)
         assert c.stop() == 0
@@ -456,7 +461,7 @@ def test_hung_requests_and_reset_connections_are_retried(
                 OMETRIA_ATTEMPT_TIMEOUT="1",
             )
         )
-        wait_until(lambda: len(set(accepted_ids(stub))) == 120, 90, "all 120 accepted")
+        wait_all_accepted(stub, 120)
         wait_committed(kafka_bootstrap, group, topic)
         reasons = [a.get("reason") for a in stub.attempts()]
         assert worker.stop() == 0
@@ -507,7 +512,7 @@ def test_frozen_broker_loses_nothing(
             during = len(stub.bodies())
         finally:
             os.kill(pid, signal.SIGCONT)
-        wait_until(lambda: len(set(accepted_ids(stub))) == total, 90, "every record accepted")
+        wait_all_accepted(stub, total)
         wait_committed(kafka_bootstrap, group, topic, timeout=60)
         ids = accepted_ids(stub)
         assert worker.stop() == 0
@@ -529,7 +534,7 @@ def test_rate_limited_endpoint_slows_the_whole_worker(
         worker = spawn_worker(
             worker_env(kafka_bootstrap, [topic], dlq, stub.url, group, WORKER_ORDERING="key")
         )
-        wait_until(lambda: len(set(accepted_ids(stub))) == total, 90, "every record accepted")
+        wait_all_accepted(stub, total)
         wait_committed(kafka_bootstrap, group, topic)
         attempts = stub.attempts()
         ids = accepted_ids(stub)
