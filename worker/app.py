@@ -1,8 +1,18 @@
 """The worker: wires the rooms together and runs start → consume → drain → stop.
 
-Threads: the asyncio loop (this module, lanes, delivery, HTTP), the kafka thread
-(:mod:`worker.consumer`) and the dead-letter producer's poll thread
-(:mod:`worker.deadletter`). All state below lives on the loop's thread.
+One record's way, with the two thread hand-offs::
+
+    intake thread   consumer.poll → flow admission (fair shares, rewinds)
+        ── call_soon_threadsafe ──►
+    event loop      Worker.on_records → lanes (partition or key) → _handle:
+                    pipeline.process → deliverer (gate, limiter, POST, retry) or dead letter
+                    → offsets.done → committer stores (offset, metadata)
+        ── command queue ──►
+    intake thread   consumer.store_offsets / commit → results back through call_soon
+
+The worker gets its collaborators passed in (:mod:`worker.commands.run` builds them for
+production; tests pass in-memory fakes): an intake (the consumer and its thread), a
+dead-letter sink and an HTTP sender. All state below lives on the loop's thread.
 
 Shutdown (SIGTERM/SIGINT) is an ordered procedure; the order is what keeps it lossless:
 
@@ -10,10 +20,15 @@ Shutdown (SIGTERM/SIGINT) is an ordered procedure; the order is what keeps it lo
     2. close the lanes     each lane finishes the record it is on, takes no other
     3. drain               wait for those records up to WORKER_DRAIN_TIMEOUT, then cancel
                            (a cancelled record is not done, so it is not committed)
-    4. commit              synchronously, the first not-done offset of every partition,
-                           retried across a rebalance in progress
-    5. leave the group     consumer.close(): the group rebalances at once
+    4. commit              synchronously, each partition's first not-done offset and the
+                           offsets finished beyond it, riding out a rebalance in progress
+    5. leave the group     the consumer closes: the group rebalances at once
     6. flush and close     dead-letter producer, HTTP pool
+
+A fatal fault (the dead-letter topic unwritable, a fatal Kafka error, a bug) takes the
+same steps without step 3's wait: what is in flight is cancelled at once (left undone,
+so never committed), what was done before the fault is committed, and the process exits
+1 within moments so that Kubernetes restarts it.
 """
 
 from __future__ import annotations
@@ -22,81 +37,104 @@ import asyncio
 import contextlib
 import signal
 import time
-from typing import Any, cast
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import structlog
-from confluent_kafka import Message
 
 from worker.config import Settings
-from worker.consumer import TP, KafkaSource
-from worker.deadletter import DeadLetterUnavailable, DeadLetterWriter, SourceRecord
 from worker.delivery import Deliverer, RetryPolicy
-from worker.lanes import PartitionLanes, Scheduler
+from worker.flow import Committer, FlowLimits, Positions
+from worker.intake import Assignment, Intake, Listener
+from worker.lanes import Partition, Scheduler
 from worker.metrics import Metrics
-from worker.ometria import OmetriaClient
+from worker.offsets import decode_done
 from worker.outcome import Failure
 from worker.pacing import Gate, Limiter, RateLimiter
 from worker.pipeline import Pipeline
+from worker.records import TP, CommitResult, DeadLetterSink, DeadLetterUnavailable, Record, Sender
 
 log = structlog.get_logger("worker.app")
 
-#: Exit codes: 0 clean stop; 1 a fatal fault (the dead-letter topic unwritable, a fatal
-#: Kafka error, a bug) after which Kubernetes should restart the pod.
+#: Exit codes: 0 clean stop; 1 a fatal fault after which Kubernetes should restart the pod.
 EXIT_OK = 0
 EXIT_FATAL = 1
 
-#: How soon a commit goes out when a paused partition waits for one (seconds).
-COMMIT_SOON_DELAY = 0.05
-#: An asynchronous commit unanswered for this long no longer holds the next one back.
-COMMIT_STUCK_AFTER = 15.0
+#: How long the final commit may take, riding out a rebalance (seconds).
+FINAL_COMMIT_TIMEOUT = 5.0
 
 
-# A consumed message always has a topic, partition and offset, and its headers are a list
-# of (str, bytes | None); the stubs are wider because produce() accepts more.
-def _offset_of(msg: Message) -> int:
-    return cast(int, msg.offset())
+class IntakeRunner(Protocol):
+    """Runs the intake: a thread in production (:class:`worker.intake.IntakeThread`), a
+    task on the loop in tests."""
+
+    intake: Intake
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
-def _tp_of(msg: Message) -> TP:
-    return (cast(str, msg.topic()), cast(int, msg.partition()))
+IntakeFactory = Callable[[Listener, FlowLimits, asyncio.AbstractEventLoop], IntakeRunner]
 
 
-def _headers_of(msg: Message) -> list[tuple[str, bytes | None]]:
-    return cast(list[tuple[str, bytes | None]], msg.headers() or [])
-
-
-def _key_of(msg: Message) -> bytes | None:
-    key = msg.key()
-    return bytes(key) if key is not None else None
+def flow_limits(settings: Settings) -> FlowLimits:
+    """The in-flight bounds from the settings."""
+    return FlowLimits(
+        max_records=settings.max_in_flight,
+        max_records_per_partition=settings.max_in_flight_per_partition,
+        max_bytes=settings.max_in_flight_bytes,
+        poll_batch=settings.poll_batch,
+    )
 
 
 class Worker:
     """One member of the consumer group, delivering to Ometria."""
 
-    def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        *,
+        intake: IntakeFactory,
+        sink: DeadLetterSink,
+        sender: Sender,
+        metrics: Metrics | None = None,
+        handle_signals: bool = True,
+    ) -> None:
         self.settings = settings
         self.pipeline = pipeline
-        self.metrics = Metrics()
-        self.partitions: dict[TP, PartitionLanes[Message]] = {}
-        self.scheduler: Scheduler[Message] = Scheduler(settings.concurrency)
-        self.in_flight = 0
+        self.metrics = metrics or Metrics()
+        self.partitions: dict[TP, Partition] = {}
+        self.scheduler = Scheduler(settings.concurrency)
         self.state = "starting"
         self.exit_code = EXIT_OK
-        self.started_at = time.monotonic()
+        self._make_intake = intake
+        self._sink = sink
+        self._sender = sender
+        self._handle_signals = handle_signals
         self._stopping = False
+        self._fatal = False
         self._stop_event: asyncio.Event | None = None
-        self._global_pause = False
-        self._source: KafkaSource | None = None
-        self._dlq: DeadLetterWriter | None = None
+        self._runner: IntakeRunner | None = None
         self._deliverer: Deliverer | None = None
-        self._client: OmetriaClient | None = None
+        self._committer: Committer | None = None
+        self._clock: Callable[[], float] = time.monotonic
         self._rebalances = 0
-        self._last_summary: tuple[float, int, int] = (self.started_at, 0, 0)
-        self._commit_scheduled = False
-        self._commit_in_flight = False
-        self._commit_wanted = False
-        self._commit_sent = 0.0
+        self._last_summary: tuple[float, int, int] = (0.0, 0, 0)
         self.metrics.collectors.append(self._collect)
+
+    @property
+    def intake(self) -> Intake:
+        """The intake (after :meth:`run` started)."""
+        assert self._runner is not None
+        return self._runner.intake
+
+    @property
+    def deliverer(self) -> Deliverer:
+        """The delivery loop's shared state (after :meth:`run` started)."""
+        assert self._deliverer is not None
+        return self._deliverer
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -104,23 +142,15 @@ class Worker:
         """Run until SIGTERM/SIGINT or a fatal fault; returns the process exit code."""
         s = self.settings
         loop = asyncio.get_running_loop()
+        clock = self._clock = loop.time
+        self._last_summary = (clock(), 0, 0)
         self._stop_event = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.stop, sig.name)
-
-        self._client = OmetriaClient(
-            s.base_url,
-            auth=s.auth,
-            concurrency=s.concurrency,
-            connect_timeout=s.connect_timeout,
-            read_timeout=s.read_timeout,
-            attempt_timeout=s.attempt_timeout,
-            verify=s.tls_verify,
-            transport=s.http_transport,
-        )
+        if self._handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, self.stop, sig.name)
         self._deliverer = Deliverer(
-            self._client,
+            self._sender,
             policy=RetryPolicy(
                 base=s.retry_base,
                 cap=s.retry_cap,
@@ -128,27 +158,15 @@ class Worker:
                 retry_after_max=s.retry_after_max,
                 auth_retry_interval=s.auth_retry_interval,
             ),
-            gate=Gate(s.auth_retry_interval),
-            limiter=Limiter(s.concurrency, adaptive=s.adaptive_concurrency),
-            rate=RateLimiter(enabled=s.adaptive_concurrency),
+            gate=Gate(s.auth_retry_interval, clock=clock),
+            limiter=Limiter(s.concurrency, adaptive=s.adaptive_concurrency, clock=clock),
+            rate=RateLimiter(enabled=s.adaptive_concurrency, clock=clock),
             metrics=self.metrics,
+            clock=clock,
         )
-        self._dlq = DeadLetterWriter(
-            s.producer_config(),
-            s.dlq_topic,
-            truncate_bytes=s.dlq_truncate_bytes,
-            give_up_after=s.dlq_timeout,
-        )
-        self._source = KafkaSource(
-            s.consumer_config(),
-            s.topics,
-            self,
-            loop,
-            capacity=self._capacity,
-            poll_batch=s.poll_batch,
-            revoke_timeout=s.rebalance_drain_timeout,
-        )
-        self._source.start()
+        self._runner = self._make_intake(self, flow_limits(s), loop)
+        self._committer = Committer(self.intake, self._positions, clock=clock)
+        self._runner.start()
         self._set_state("running")
         log.info(
             "worker_started",
@@ -160,9 +178,10 @@ class Worker:
             auth="basic" if s.auth else "ip-restriction",
             schemas=len(self.pipeline.registry.list()),
         )
+        committer = self._committer
         periodic = [
             # Store often (cheap, local); librdkafka commits what is stored every interval.
-            loop.create_task(self._every(s.commit_interval / 4, self.store_now)),
+            loop.create_task(self._every(s.commit_interval / 4, committer.store)),
             loop.create_task(self._every(s.summary_interval, self._summary)),
         ]
         try:
@@ -174,9 +193,15 @@ class Worker:
         return self.exit_code
 
     def stop(self, why: str = "requested", *, fatal: bool = False) -> None:
-        """Begin the ordered shutdown (idempotent)."""
+        """Begin the ordered shutdown (idempotent; a fatal stop also hurries a clean one)."""
         if fatal:
             self.exit_code = EXIT_FATAL
+            if not self._fatal:
+                self._fatal = True
+                # Nothing in flight may finish after a fatal fault: cancel it now, also if
+                # a clean shutdown is already draining.
+                for partition in self.partitions.values():
+                    partition.cancel()
         if self._stopping:
             return
         self._stopping = True
@@ -186,145 +211,147 @@ class Worker:
             self._stop_event.set()
 
     async def _shutdown(self) -> None:
-        s = self.settings
-        assert self._source is not None
-        self._source.stop_fetching()
-        deadline = s.drain_timeout
-        started = time.monotonic()
-        for lanes in self.partitions.values():
-            lanes.close()
-        results = await asyncio.gather(
-            *(lanes.drain(deadline) for lanes in self.partitions.values())
-        )
+        assert self._runner is not None
+        assert self._committer is not None
+        intake = self.intake
+        intake.stop_fetching()
+        started = self._clock()
+        partitions = list(self.partitions.values())
+        for partition in partitions:
+            partition.close()
+        drain = 0.0 if self._fatal else self.settings.drain_timeout
+        results = await asyncio.gather(*(p.drain(drain) for p in partitions))
         abandoned = sum(1 for ok in results if not ok)
-        offsets = self._commit_offsets(list(self.partitions.values()), force=True)
+        self._committer.enabled = False
+        offsets = _positions_of(partitions)
         try:
-            await asyncio.wait_for(self._source.commit_final(offsets, 5.0), timeout=10.0)
+            await asyncio.wait_for(
+                asyncio.wrap_future(intake.commit_final(offsets, FINAL_COMMIT_TIMEOUT)),
+                timeout=FINAL_COMMIT_TIMEOUT * 2,
+            )
         except TimeoutError:
             log.error("final_commit_timed_out", partitions=len(offsets))
-        for lanes in self.partitions.values():
-            self.in_flight -= lanes.offsets.uncommitted
-        # Forgotten before close(): its revoke (or a lost session) finds nothing left to
-        # drain, commit or count.
+        counts = self._counts()
+        # Forgotten before the consumer closes: its revoke (or a lost session) finds
+        # nothing left to drain, commit or count.
         self.partitions.clear()
         self._set_state("stopping")
-        await self._source.close()
-        if self._dlq is not None:
-            unflushed = await asyncio.to_thread(self._dlq.close)
-            if unflushed:
-                log.error("dead_letters_unflushed", count=unflushed)
-        if self._client is not None:
-            await self._client.aclose()
+        await self._runner.close()
+        unflushed = await asyncio.to_thread(self._sink.close)
+        if unflushed:
+            log.error("dead_letters_unflushed", count=unflushed)
+        await self._sender.aclose()
         self._set_state("stopped")
         log.info(
             "worker_stopped",
             exit_code=self.exit_code,
-            drain_s=round(time.monotonic() - started, 3),
+            drain_s=round(self._clock() - started, 3),
             partitions_abandoned=abandoned,
-            **self._counts(),
+            **counts,
         )
 
-    # -- Listener: called by the kafka thread through the loop ---------------------------
+    # -- Listener: called by the intake through the loop ----------------------------
 
-    def on_assigned(self, partitions: list[TP]) -> None:
-        """New partitions: fresh lanes and offsets for each."""
+    def on_assigned(self, assignments: list[Assignment]) -> None:
+        """New partitions: fresh lanes and offsets, and what a previous owner finished."""
         self._rebalances += 1
-        if self._source is not None:
-            self._source.connected = True  # a group assignment needs a live broker
-        for topic, partition in partitions:
-            lanes: PartitionLanes[Message] = PartitionLanes(
-                topic,
-                partition,
-                by_key=self.settings.ordering == "key",
+        by_key = self.settings.ordering == "key"
+        for assignment in assignments:
+            committed = assignment.committed
+            skip = (
+                decode_done(committed.offset, committed.metadata)
+                if committed.offset is not None and committed.metadata
+                else frozenset()
+            )
+            partition = Partition(
+                assignment.flow,
+                by_key=by_key,
                 scheduler=self.scheduler,
                 handle=self._handle,
-                offset_of=_offset_of,
-                key_of=_key_of,
+                skip=skip,
             )
-            lanes.on_done = self._on_done
-            self.partitions[(topic, partition)] = lanes
-        log.info("partitions_assigned", partitions=_fmt(partitions), owned=len(self.partitions))
-        if self._global_pause and self._source is not None:
-            self._pause([lanes for tp, lanes in self.partitions.items() if tp in partitions])
-
-    async def on_revoked(self, partitions: list[TP]) -> list[tuple[TP, int]]:
-        """Drain the revoked partitions (up to the rebalance deadline) and return what to
-        commit for them before they are given up."""
-        states = [self.partitions.pop(tp) for tp in partitions if tp in self.partitions]
-        if not states:
-            return []
-        for lanes in states:
-            lanes.close()
-        started = time.monotonic()
-        results = await asyncio.gather(
-            *(lanes.drain(self.settings.rebalance_drain_timeout) for lanes in states)
+            partition.on_done = self._on_done
+            self.partitions[assignment.tp] = partition
+        log.info(
+            "partitions_assigned",
+            partitions=_fmt([a.tp for a in assignments]),
+            owned=len(self.partitions),
+            finished_ahead=sum(len(self.partitions[a.tp].skip) for a in assignments) or None,
         )
-        offsets = self._commit_offsets(states, force=True)
-        for lanes in states:
-            self.in_flight -= lanes.offsets.uncommitted
+
+    async def on_revoked(self, partitions: list[TP]) -> list[tuple[TP, int, str]]:
+        """Drain the revoked partitions (up to the rebalance deadline) and return what to
+        store for them before they are given up."""
+        revoked = [self.partitions.pop(tp) for tp in partitions if tp in self.partitions]
+        if not revoked:
+            return []
+        for partition in revoked:
+            partition.close()
+        started = self._clock()
+        drain = 0.0 if self._fatal else self.settings.rebalance_drain_timeout
+        results = await asyncio.gather(*(p.drain(drain) for p in revoked))
         log.info(
             "partitions_revoked",
             partitions=_fmt(partitions),
             drained=all(results),
-            drain_s=round(time.monotonic() - started, 3),
+            drain_s=round(self._clock() - started, 3),
             owned=len(self.partitions),
         )
-        self._maybe_resume_all()
-        return offsets
+        return _positions_of(revoked)
 
     def on_lost(self, partitions: list[TP]) -> None:
         """Partitions taken away without a revoke (session lost): drop, commit nothing."""
         for tp in partitions:
-            lanes = self.partitions.pop(tp, None)
-            if lanes is not None:
-                lanes.close()
-                for task in list(lanes.runners):
-                    task.cancel()
-                self.in_flight -= lanes.offsets.uncommitted
+            partition = self.partitions.pop(tp, None)
+            if partition is not None:
+                partition.cancel()
         log.warning("partitions_lost", partitions=_fmt(partitions))
 
-    def on_messages(self, messages: list[Message]) -> None:
-        """A batch from the kafka thread: queue each record on its lane."""
+    def on_records(self, records: list[Record]) -> None:
+        """A batch from the intake: queue each record on its lane."""
         partitions = self.partitions
-        taken = 0
-        touched: set[TP] = set()
-        for msg in messages:
-            err = msg.error()
-            if err is not None:
-                if err.code() != err._PARTITION_EOF:
-                    log.warning("consume_error", error=err.str())
+        stopping = self._stopping
+        taken = skipped = 0
+        for record in records:
+            partition = partitions.get((record.topic, record.partition))
+            if partition is None:
+                continue  # revoked meanwhile: its flow is gone with it
+            if partition.closed or stopping:
+                partition.flow.release(1, record.size)  # not taken, so never committed
                 continue
-            tp = _tp_of(msg)
-            lanes = partitions.get(tp)
-            if lanes is None or lanes.closed or self._stopping:
-                continue  # not ours (any more): not taken, so not committed
-            lanes.submit(msg)
+            if partition.skip and record.offset in partition.skip:
+                # A previous owner finished it (commit metadata): done without sending.
+                offsets = partition.offsets
+                offsets.take(record.offset, record.size)
+                offsets.done(record.offset)
+                skipped += 1
+                continue
+            partition.submit(record)
             taken += 1
-            touched.add(tp)
-        self.in_flight += taken
-        self.metrics.consumed += taken
-        self._apply_backpressure(touched)
-        if self._source is not None:
-            self._source.accepted += len(messages)
+        metrics = self.metrics
+        metrics.consumed += taken
+        if skipped:
+            metrics.skipped += skipped
+            assert self._committer is not None
+            self._committer.soon()
 
-    def on_committed(self, results: list[tuple[TP, int, str | None]], asynchronous: bool) -> None:
-        """Commit results, per partition."""
-        if asynchronous:
-            self._commit_in_flight = False
-        for tp, offset, error in results:
-            if error is None:
-                self.metrics.commits += 1
-                self.metrics.committed[tp] = offset
-                lanes = self.partitions.get(tp)
-                if lanes is not None:
-                    self.in_flight -= lanes.offsets.committed(offset)
-                    self._maybe_resume(lanes)
-            else:
-                self.metrics.commit_failures += 1
-                log.warning("commit_failed", topic=tp[0], partition=tp[1], error=error)
-        self._maybe_resume_all()
-        if asynchronous and self._commit_wanted:
-            self._commit_soon()
+    def on_committed(self, results: list[CommitResult]) -> None:
+        """Commit results, per partition: release what they cover from the bounds."""
+        metrics = self.metrics
+        for result in results:
+            if result.error is not None:
+                metrics.commit_failures += 1
+                log.warning(
+                    "commit_failed", topic=result.tp[0], partition=result.tp[1], error=result.error
+                )
+                continue
+            metrics.commits += 1
+            metrics.committed[result.tp] = result.offset
+            partition = self.partitions.get(result.tp)
+            if partition is not None:
+                partition.flow.release(*partition.offsets.committed(result.offset))
+        if self._committer is not None:
+            self._committer.answered()
 
     def on_stats(self, lag: dict[TP, int]) -> None:
         """librdkafka statistics: consumer lag per partition."""
@@ -338,19 +365,19 @@ class Worker:
         else:
             log.warning("kafka_error", code=code, reason=reason)
 
-    # -- one record ---------------------------------------------------------------------
+    # -- one record -----------------------------------------------------------------
 
-    async def _handle(self, lanes: PartitionLanes[Message], msg: Message) -> None:
+    async def _handle(self, partition: Partition, record: Record) -> None:
         """Deliver or dead-letter one record; return only when it is done."""
         assert self._deliverer is not None
         try:
-            prepared = self.pipeline.process(msg.value(), _headers_of(msg))
+            prepared = self.pipeline.process(record.value, record.headers)
             if isinstance(prepared, Failure):
-                await self._dead_letter(msg, prepared, 0)
+                await self._dead_letter(record, prepared, 0)
                 return
             failure, attempts = await self._deliverer.deliver(prepared)
             if failure is not None:
-                await self._dead_letter(msg, failure, attempts)
+                await self._dead_letter(record, failure, attempts)
                 return
             self.metrics.delivered += 1
             if self.settings.log_payloads:
@@ -359,25 +386,21 @@ class Worker:
             raise
         except DeadLetterUnavailable as exc:
             log.error("dead_letter_topic_unavailable", error=str(exc))
-            self.stop("dead-letter topic unavailable", fatal=True)
-            await asyncio.Event().wait()  # never done: nothing past it is committed
+            await self._halt("dead-letter topic unavailable")
         except Exception:
-            log.exception("record_handling_failed", topic=lanes.topic, partition=lanes.partition)
-            self.stop("unexpected error", fatal=True)
-            await asyncio.Event().wait()
+            log.exception(
+                "record_handling_failed", topic=partition.topic, partition=partition.partition
+            )
+            await self._halt("unexpected error")
 
-    async def _dead_letter(self, msg: Message, failure: Failure, attempts: int) -> None:
-        assert self._dlq is not None
-        topic, partition = _tp_of(msg)
-        source = SourceRecord(
-            topic=topic,
-            partition=partition,
-            offset=_offset_of(msg),
-            key=msg.key(),
-            value=msg.value(),
-            headers=_headers_of(msg),
-        )
-        await self._dlq.write(source, failure, attempts)
+    async def _halt(self, why: str) -> None:
+        """A fatal fault on this record: stop the worker; the record never completes
+        (the fatal shutdown cancels it), so nothing from it onwards is committed."""
+        self.stop(why, fatal=True)
+        await asyncio.Event().wait()
+
+    async def _dead_letter(self, record: Record, failure: Failure, attempts: int) -> None:
+        await self._sink.write(record, failure, attempts)
         self.metrics.dead_letter(failure.reason)
         log.warning(
             "dead_lettered",
@@ -387,128 +410,37 @@ class Worker:
             stage=failure.stage,
             schema=failure.schema,
             http_status=failure.http_status,
-            topic=source.topic,
-            partition=source.partition,
-            offset=source.offset,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
             attempts=attempts,
         )
 
-    # -- backpressure -------------------------------------------------------------------
+    def _on_done(self, partition: Partition) -> None:
+        # A full partition gets room back only when a commit covers what finished: ask
+        # for one now rather than at the next interval.
+        if partition.flow.paused and not partition.closed:
+            assert self._committer is not None
+            self._committer.soon()
 
-    def _capacity(self) -> int:
-        """Free room for new records (read by the kafka thread; an int read is atomic)."""
-        return self.settings.max_in_flight - self.in_flight
+    def _positions(self) -> Iterator[tuple[TP, Positions]]:
+        for tp, partition in self.partitions.items():
+            yield tp, partition.offsets
 
-    def _on_done(self, lanes: PartitionLanes[Message]) -> None:
-        # A paused partition resumes when a commit frees room: ask for one now rather
-        # than at the next tick.
-        if (lanes.paused or self._global_pause) and not lanes.closed:
-            self._commit_soon()
+    # -- summaries and health ---------------------------------------------------------
 
-    def _maybe_resume(self, lanes: PartitionLanes[Message]) -> None:
-        if (
-            lanes.paused
-            and not self._global_pause
-            and lanes.offsets.uncommitted <= self.settings.max_in_flight_per_partition // 2
-        ):
-            self._resume([lanes])
-
-    def _apply_backpressure(self, touched: set[TP]) -> None:
-        s = self.settings
-        if not self._global_pause and self.in_flight >= s.max_in_flight:
-            self._global_pause = True
-            self._pause([lanes for lanes in self.partitions.values() if not lanes.paused])
-            log.info("paused_all", in_flight=self.in_flight, bound=s.max_in_flight)
-            self._commit_soon()
-            return
-        full = [
-            self.partitions[tp]
-            for tp in touched
-            if not self.partitions[tp].paused
-            and self.partitions[tp].offsets.uncommitted >= s.max_in_flight_per_partition
-        ]
-        if full:
-            self._pause(full)
-            self._commit_soon()
-
-    def _maybe_resume_all(self) -> None:
-        if self._global_pause and self.in_flight <= self.settings.max_in_flight // 2:
-            self._global_pause = False
-            bound = self.settings.max_in_flight_per_partition // 2
-            ready = [
-                lanes
-                for lanes in self.partitions.values()
-                if lanes.paused and lanes.offsets.uncommitted <= bound
-            ]
-            log.info("resumed_all", in_flight=self.in_flight)
-            self._resume(ready)
-
-    def _pause(self, states: list[PartitionLanes[Message]]) -> None:
-        if not states or self._source is None:
-            return
-        for lanes in states:
-            lanes.paused = True
-        self._source.pause([lanes.tp for lanes in states])
-        if not self._global_pause:
-            log.info("partitions_paused", partitions=_fmt([x.tp for x in states]))
-
-    def _resume(self, states: list[PartitionLanes[Message]]) -> None:
-        if not states or self._source is None or self._stopping:
-            return
-        for lanes in states:
-            lanes.paused = False
-        self._source.resume([lanes.tp for lanes in states])
-        if not self._global_pause:
-            log.info("partitions_resumed", partitions=_fmt([x.tp for x in states]))
-
-    # -- commits, summaries, health -----------------------------------------------------
-
-    def _commit_offsets(
-        self, states: list[PartitionLanes[Message]], *, force: bool
-    ) -> list[tuple[TP, int]]:
-        offsets: list[tuple[TP, int]] = []
-        for lanes in states:
-            mark = lanes.offsets.watermark() if force else lanes.offsets.to_commit()
-            if mark is not None:
-                offsets.append((lanes.tp, mark))
-        return offsets
-
-    def store_now(self) -> None:
-        """Store every partition's commit point that moved (librdkafka commits it)."""
-        if self._source is None or self._stopping:
-            return
-        self._source.store(self._commit_offsets(list(self.partitions.values()), force=False))
-
-    def _commit_soon(self) -> None:
-        """Commit shortly (a paused partition waits for it), not once per finished record."""
-        if not self._commit_scheduled:
-            self._commit_scheduled = True
-            asyncio.get_running_loop().call_later(COMMIT_SOON_DELAY, self.commit_now)
-
-    def commit_now(self) -> None:
-        """Commit, asynchronously, every partition whose watermark moved.
-
-        One asynchronous commit is in flight at a time: a burst of them queues up at the
-        group coordinator and holds back the heartbeats behind it (the group then evicts
-        the worker). A commit wanted meanwhile goes out when the answer comes back.
-        """
-        self._commit_scheduled = False
-        if self._source is None or self._stopping:
-            return
-        if self._commit_in_flight and time.monotonic() - self._commit_sent < COMMIT_STUCK_AFTER:
-            self._commit_wanted = True
-            return
-        self._commit_wanted = False
-        offsets = self._commit_offsets(list(self.partitions.values()), force=False)
-        if offsets:
-            self._commit_in_flight = True
-            self._commit_sent = time.monotonic()
-            self._source.commit(offsets)
-
-    async def _every(self, interval: float, action: Any) -> None:
+    async def _every(self, interval: float, action: Callable[[], None]) -> None:
         while True:
             await asyncio.sleep(interval)
             action()
+
+    def in_flight(self) -> tuple[int, int]:
+        """(records, bytes) taken and not yet covered by an acknowledged commit."""
+        records = size = 0
+        for partition in self.partitions.values():
+            records += partition.flow.in_flight
+            size += partition.flow.in_flight_bytes
+        return records, size
 
     def _counts(self) -> dict[str, Any]:
         m = self.metrics
@@ -517,25 +449,25 @@ class Worker:
             "delivered": m.delivered,
             "dead_lettered": dict(m.dead_lettered),
             "retries": m.retries,
-            "in_flight": self.in_flight,
+            "in_flight": self.in_flight()[0],
         }
 
     def _summary(self) -> None:
         m = self.metrics
-        now = time.monotonic()
+        now = self._clock()
         last = self._last_summary
         elapsed = max(now - last[0], 1e-9)
+        deliverer = self._deliverer
+        rate = deliverer.rate.rate if deliverer is not None else None
         log.info(
             "summary",
             **self._counts(),
             delivered_per_s=round((m.delivered - last[1]) / elapsed, 1),
             consumed_per_s=round((m.consumed - last[2]) / elapsed, 1),
             partitions=len(self.partitions),
-            paused=sum(1 for lanes in self.partitions.values() if lanes.paused),
-            concurrency_limit=self._deliverer.limiter.limit if self._deliverer else None,
-            rate_limit=round(r, 1)
-            if self._deliverer and (r := self._deliverer.rate.rate) is not None
-            else None,
+            paused=sum(1 for p in self.partitions.values() if p.flow.paused),
+            concurrency_limit=deliverer.limiter.limit if deliverer is not None else None,
+            rate_limit=round(rate, 1) if rate is not None else None,
             auth_failing=m.auth_failing,
             state=self.state,
         )
@@ -543,9 +475,9 @@ class Worker:
 
     def _collect(self) -> None:
         m = self.metrics
-        m.in_flight = self.in_flight
+        m.in_flight, m.in_flight_bytes = self.in_flight()
         m.assigned_partitions = len(self.partitions)
-        m.paused_partitions = sum(1 for lanes in self.partitions.values() if lanes.paused)
+        m.paused_partitions = sum(1 for p in self.partitions.values() if p.flow.paused)
 
     def _set_state(self, state: str) -> None:
         if state != self.state:
@@ -554,24 +486,34 @@ class Worker:
 
     def health(self) -> dict[str, Any]:
         """Liveness and readiness facts, for /livez and /readyz."""
-        source = self._source
-        now = time.monotonic()
-        polled_ago = now - source.last_poll if source is not None and source.last_poll else None
+        runner = self._runner
+        intake = runner.intake if runner is not None else None
+        now = self._clock()
+        polled_ago = now - intake.last_poll if intake is not None and intake.last_poll else None
         return {
             "state": self.state,
             "polled_ago_s": polled_ago,
             "live": polled_ago is not None and polled_ago < self.settings.liveness_timeout,
             "ready": (
                 self.state == "running"
-                and source is not None
-                and source.connected
+                and intake is not None
+                and intake.connected
                 and bool(self.partitions or self._rebalances)
                 and not self.metrics.auth_failing
             ),
             "auth_failing": self.metrics.auth_failing,
             "partitions": len(self.partitions),
-            "in_flight": self.in_flight,
+            "in_flight": self.in_flight()[0],
         }
+
+
+def _positions_of(partitions: list[Partition]) -> list[tuple[TP, int, str]]:
+    out: list[tuple[TP, int, str]] = []
+    for partition in partitions:
+        position = partition.offsets.position()
+        if position is not None:
+            out.append((partition.tp, *position))
+    return out
 
 
 def _fmt(partitions: list[TP]) -> list[str]:

@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 
 from worker.metrics import Metrics
-from worker.ometria import Answer, OmetriaClient
+from worker.ometria import Answer
 from worker.outcome import Failure, Mapped
 from worker.pacing import Gate, Limiter, RateLimiter
+from worker.records import Sender
 from worker.retry import Verdict, backoff, classify
 
 log = structlog.get_logger("worker.delivery")
@@ -43,7 +45,7 @@ class Deliverer:
 
     def __init__(
         self,
-        client: OmetriaClient,
+        client: Sender,
         *,
         policy: RetryPolicy,
         gate: Gate,
@@ -51,8 +53,12 @@ class Deliverer:
         metrics: Metrics,
         rate: RateLimiter | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
+        self._clock = clock
+        self._wall_clock = wall_clock
         self.policy = policy
         self.gate = gate
         self.limiter = limiter
@@ -64,44 +70,50 @@ class Deliverer:
         """Deliver ``mapped``; returns (None, attempts) or (the permanent failure, attempts)."""
         policy = self.policy
         metrics = self.metrics
-        started = time.monotonic()
+        clock = self._clock
+        gate = self.gate
+        started = clock()
         attempts = 0
         failures = 0  # transient failures in a row, for the backoff exponent
         while True:
-            probe = await self.gate.wait()
+            probe = await gate.wait()
             await self.rate.acquire()
             await self.limiter.acquire()
-            sent = time.monotonic()
+            if not probe and gate.throttled_for > 0:
+                # A 429 closed the gate while this attempt waited for a slot: it waits too.
+                self.limiter.release()
+                continue
+            sent = clock()
             try:
                 answer = await self.client.track(mapped.body)
             finally:
                 self.limiter.release()
             attempts += 1
-            metrics.observe_answer(answer.status, time.monotonic() - sent)
-            decision = classify(answer.status, answer.retry_after, now=time.time())
+            metrics.observe_answer(answer.status, clock() - sent)
+            decision = classify(answer.status, answer.retry_after, now=self._wall_clock())
             verdict = decision.verdict
 
             if verdict is Verdict.AUTH:
-                self.gate.auth_failed(probe)
+                gate.auth_failed(probe)
                 metrics.auth_failing = True
-                if self.gate.auth_failures == 1 or self.gate.auth_failures % STREAK_LOG_EVERY == 0:
+                if gate.auth_failures == 1 or gate.auth_failures % STREAK_LOG_EVERY == 0:
                     log.error(
                         "ometria_refuses_credentials",
                         status=answer.status,
-                        consecutive=self.gate.auth_failures,
+                        consecutive=gate.auth_failures,
                         action="delivery paused; retrying every "
                         f"{policy.auth_retry_interval:g}s; check OMETRIA_KEY/OMETRIA_SECRET",
                     )
                 continue  # the gate spaces the probes; auth trouble never dead-letters
-            self.gate.auth_ok(probe)
-            metrics.auth_failing = self.gate.auth_failing
+            gate.auth_ok(probe)
+            metrics.auth_failing = gate.auth_failing
 
             if verdict is Verdict.DONE:
                 self.limiter.on_success()
                 self.rate.on_success()
                 if failures:
                     log.info("retry_streak_ended", attempts=attempts, schema=mapped.schema)
-                metrics.delivery_seconds.observe(time.monotonic() - started)
+                metrics.delivery_seconds.observe(clock() - started)
                 return None, attempts
             if verdict is Verdict.REJECT:
                 return _rejected(mapped, answer), attempts
@@ -116,7 +128,7 @@ class Deliverer:
                 if wait is None:
                     wait = backoff(failures, base=policy.base, cap=policy.cap, rng=self._rng)
                 wait = min(wait, policy.retry_after_max)
-                self.gate.throttle(wait)
+                gate.throttle(wait)
             else:
                 wait = backoff(failures, base=policy.base, cap=policy.cap, rng=self._rng)
                 if decision.retry_after is not None:
@@ -131,9 +143,7 @@ class Deliverer:
                     wait_s=round(wait, 3),
                     schema=mapped.schema,
                 )
-            if policy.deadline is not None and (
-                time.monotonic() - started + wait > policy.deadline
-            ):
+            if policy.deadline is not None and (clock() - started + wait > policy.deadline):
                 return _exhausted(mapped, answer, attempts, policy.deadline), attempts
             await asyncio.sleep(wait)
 

@@ -57,6 +57,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.consumed = 0
+        self.skipped = 0
         self.delivered = 0
         self.dead_lettered: dict[str, int] = {}
         self.retries = 0
@@ -67,6 +68,7 @@ class Metrics:
         self.dlq_write_failures = 0
         self.auth_failing = False
         self.in_flight = 0
+        self.in_flight_bytes = 0
         self.paused_partitions = 0
         self.assigned_partitions = 0
         self.committed: dict[tuple[str, int], int] = {}
@@ -100,6 +102,12 @@ class Metrics:
 
         metric(
             "records_consumed_total", "counter", "Records taken from Kafka.", [("", self.consumed)]
+        )
+        metric(
+            "records_skipped_total",
+            "counter",
+            "Records a previous owner of the partition had finished (commit metadata).",
+            [("", self.skipped)],
         )
         metric(
             "records_delivered_total",
@@ -153,7 +161,16 @@ class Metrics:
             [("", 1 if self.auth_failing else 0)],
         )
         metric(
-            "records_in_flight", "gauge", "Records taken and not yet done.", [("", self.in_flight)]
+            "records_in_flight",
+            "gauge",
+            "Records taken and not yet committed.",
+            [("", self.in_flight)],
+        )
+        metric(
+            "records_in_flight_bytes",
+            "gauge",
+            "Bytes of the records taken and not yet committed.",
+            [("", self.in_flight_bytes)],
         )
         metric(
             "partitions_assigned",

@@ -15,12 +15,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 
 
 class Gate:
     """A worker-wide "not before" time plus the credential-failure probe protocol."""
 
-    def __init__(self, auth_retry_interval: float) -> None:
+    def __init__(
+        self, auth_retry_interval: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock
         self._until = 0.0  # monotonic time before which no attempt starts
         self._auth_retry_interval = auth_retry_interval
         self._auth_failing = False
@@ -38,7 +42,7 @@ class Gate:
     @property
     def throttled_for(self) -> float:
         """Seconds left of the current Retry-After wait (0 when none)."""
-        return max(0.0, self._until - time.monotonic())
+        return max(0.0, self._until - self._clock())
 
     async def wait(self) -> bool:
         """Wait until an attempt may start. True when this caller is the auth probe, which
@@ -48,7 +52,7 @@ class Gate:
                 if not self._prober:
                     self._prober = True
                     try:
-                        delay = self._auth_next - time.monotonic()
+                        delay = self._auth_next - self._clock()
                         if delay > 0:
                             await asyncio.sleep(delay)
                     except BaseException:
@@ -57,20 +61,20 @@ class Gate:
                     return True
                 await self._auth_ok.wait()
                 continue
-            delay = self._until - time.monotonic()
+            delay = self._until - self._clock()
             if delay <= 0:
                 return False
             await asyncio.sleep(delay)
 
     def throttle(self, seconds: float) -> None:
         """Hold every lane back for ``seconds`` from now (never shortens a longer wait)."""
-        self._until = max(self._until, time.monotonic() + seconds)
+        self._until = max(self._until, self._clock() + seconds)
 
     def auth_failed(self, probe: bool) -> None:
         """An attempt met 401/403: keep (or start) failing mode, next probe after the interval."""
         self.auth_failures += 1
         if probe or not self._auth_failing:
-            self._auth_next = time.monotonic() + self._auth_retry_interval
+            self._auth_next = self._clock() + self._auth_retry_interval
         self._auth_failing = True
         self._auth_ok.clear()
         if probe:
@@ -89,7 +93,15 @@ class Gate:
 class Limiter:
     """A resizable semaphore for concurrent POSTs, optionally AIMD-adaptive."""
 
-    def __init__(self, limit: int, *, adaptive: bool, minimum: int = 1) -> None:
+    def __init__(
+        self,
+        limit: int,
+        *,
+        adaptive: bool,
+        minimum: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
         self.max_limit = limit
         self.limit = limit
         self.adaptive = adaptive
@@ -112,7 +124,7 @@ class Limiter:
             if fut.done() and not fut.cancelled():
                 # Woken and cancelled at once: hand the slot on rather than leak it.
                 self.release()
-            else:
+            elif fut in self._waiters:  # _wake may have dropped it already
                 self._waiters.remove(fut)
             raise
 
@@ -143,7 +155,7 @@ class Limiter:
 
         At most once a second: the many 429s of one burst are one signal, not ten halvings.
         """
-        now = time.monotonic()
+        now = self._clock()
         if not self.adaptive or now - self._last_decrease < 1.0:
             return
         self._last_decrease = now
@@ -162,12 +174,15 @@ class RateLimiter:
     first 429 it costs nothing.
     """
 
-    def __init__(self, *, enabled: bool, minimum: float = 1.0) -> None:
+    def __init__(
+        self, *, enabled: bool, minimum: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock
         self.enabled = enabled
         self.minimum = minimum
         self.rate: float | None = None  # requests/s; None: not engaged
         self._tokens = 0.0
-        self._stamp = time.monotonic()
+        self._stamp = clock()
         self._window_start = self._stamp
         self._window_count = 0
         self._last_window_rate = 0.0
@@ -184,21 +199,23 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         """Wait for a token (immediately while not engaged)."""
-        now = time.monotonic()
+        now = self._clock()
         self._count(now)
         while self.rate is not None:
             rate = self.rate
             self._tokens = min(max(1.0, rate * 0.1), self._tokens + (now - self._stamp) * rate)
             self._stamp = now
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
+            # A token short by a rounding error counts as whole: waiting for the last 1e-16
+            # of it would spin (a sleep that short does not move the clock).
+            if self._tokens >= 1.0 - 1e-9:
+                self._tokens = max(0.0, self._tokens - 1.0)
                 return
             await asyncio.sleep((1.0 - self._tokens) / rate)
-            now = time.monotonic()
+            now = self._clock()
 
     def on_throttle(self) -> None:
         """A 429: engage at half the recent sending rate, or halve the current rate."""
-        now = time.monotonic()
+        now = self._clock()
         if not self.enabled or now - self._last_decrease < 1.0:
             return
         self._last_decrease = now

@@ -57,11 +57,50 @@ def _environ() -> dict[str, str]:
 
 async def _main(settings: Settings, pipeline: object) -> int:
     from worker.app import Worker  # noqa: PLC0415
+    from worker.consumer import ConfluentSource  # noqa: PLC0415
+    from worker.deadletter import DeadLetterWriter  # noqa: PLC0415
+    from worker.flow import FlowLimits  # noqa: PLC0415
+    from worker.intake import IntakeThread, Listener  # noqa: PLC0415
     from worker.observe import HealthServer  # noqa: PLC0415
+    from worker.ometria import OmetriaClient  # noqa: PLC0415
     from worker.pipeline import Pipeline  # noqa: PLC0415
 
     assert isinstance(pipeline, Pipeline)
-    worker = Worker(settings, pipeline)
+    s = settings
+
+    def intake(
+        listener: Listener, limits: FlowLimits, loop: asyncio.AbstractEventLoop
+    ) -> IntakeThread:
+        return IntakeThread(
+            ConfluentSource(s.consumer_config()),
+            listener,
+            limits,
+            loop,
+            topics=s.topics,
+            revoke_timeout=s.rebalance_drain_timeout,
+        )
+
+    worker = Worker(
+        s,
+        pipeline,
+        intake=intake,
+        sink=DeadLetterWriter(
+            s.producer_config(),
+            s.dlq_topic,
+            truncate_bytes=s.dlq_truncate_bytes,
+            give_up_after=s.dlq_timeout,
+        ),
+        sender=OmetriaClient(
+            s.base_url,
+            auth=s.auth,
+            concurrency=s.concurrency,
+            connect_timeout=s.connect_timeout,
+            read_timeout=s.read_timeout,
+            attempt_timeout=s.attempt_timeout,
+            verify=s.tls_verify,
+            transport=s.http_transport,
+        ),
+    )
 
     def livez() -> tuple[int, str, bytes]:
         health = worker.health()
