@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 from worker.records import (
     TP,
-    Committed,
     CommitResult,
+    Committed,
     Headers,
     RebalanceHandler,
     Record,

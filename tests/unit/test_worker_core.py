@@ -244,7 +244,8 @@ def test_sigterm_finishes_in_flight_records_commits_them_and_takes_nothing_new()
             finished = set(range(committed)) | decode_done(offset, metadata)
             delivered = {r.offset for r in h.source.logs[tp] if _id(r.value) in accepted}
             assert finished == delivered  # committed (with metadata) = exactly what was done
-        assert h.sink.closed and h.ometria.closed
+        assert h.sink.closed
+        assert h.ometria.closed
 
     run(scenario())
 
