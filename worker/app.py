@@ -121,6 +121,7 @@ class Worker:
         self._committer: Committer | None = None
         self._clock: Callable[[], float] = time.monotonic
         self._rebalances = 0
+        self._stalled: dict[TP, float] = {}  # stalled partitions, since when
         self._last_summary: tuple[float, int, int] = (0.0, 0, 0)
         self.metrics.collectors.append(self._collect)
 
@@ -357,6 +358,12 @@ class Worker:
         """librdkafka statistics: consumer lag per partition."""
         self.metrics.lag = {tp: n for tp, n in lag.items() if tp in self.partitions}
 
+    def on_stalled(self, stalled: dict[TP, int]) -> None:
+        """Partitions with lag that received nothing (the intake is unsticking them)."""
+        now = self._clock()
+        self._stalled = {tp: self._stalled.get(tp, now) for tp in stalled}
+        self.metrics.stalled = dict(stalled)
+
     def on_kafka_error(self, code: str, reason: str, fatal: bool) -> None:
         """Client-level errors; most are transient (librdkafka reconnects by itself)."""
         if fatal:
@@ -490,17 +497,23 @@ class Worker:
         intake = runner.intake if runner is not None else None
         now = self._clock()
         polled_ago = now - intake.last_poll if intake is not None and intake.last_poll else None
+        stalled_for = max((now - since for since in self._stalled.values()), default=0.0)
+        timeout = self.settings.liveness_timeout
         return {
             "state": self.state,
             "polled_ago_s": polled_ago,
-            "live": polled_ago is not None and polled_ago < self.settings.liveness_timeout,
+            # A consumer that stopped polling, or a partition stuck with lag for longer than
+            # the liveness timeout although the worker tried to unstick it: restart.
+            "live": polled_ago is not None and polled_ago < timeout and stalled_for < timeout,
             "ready": (
                 self.state == "running"
                 and intake is not None
                 and intake.connected
                 and bool(self.partitions or self._rebalances)
                 and not self.metrics.auth_failing
+                and not self._stalled
             ),
+            "stalled_partitions": _fmt(sorted(self._stalled)),
             "auth_failing": self.metrics.auth_failing,
             "partitions": len(self.partitions),
             "in_flight": self.in_flight()[0],

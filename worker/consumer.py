@@ -148,18 +148,18 @@ class ConfluentSource:
             return
         self._report(None, result or [])
 
-    def high_watermarks(self, partitions: list[TP], timeout: float) -> dict[TP, int]:
-        """Each partition's high watermark, asked of the broker."""
-        out: dict[TP, int] = {}
+    def watermarks(self, partitions: list[TP], timeout: float) -> dict[TP, tuple[int, int]]:
+        """(low, high) watermark of each partition, asked of the broker."""
+        out: dict[TP, tuple[int, int]] = {}
         for tp in partitions:
             try:
-                _low, high = self._consumer.get_watermark_offsets(
+                low, high = self._consumer.get_watermark_offsets(
                     TopicPartition(tp[0], tp[1]), timeout=timeout, cached=False
                 )
             except KafkaException:
                 continue
             if high >= 0:
-                out[tp] = high
+                out[tp] = (low, high)
         return out
 
     def close(self) -> None:

@@ -26,7 +26,8 @@ what was last told to the consumer), and only the intake thread ever pauses or r
 **Shared counters, one writer each.** A :class:`PartitionFlow` is made by the intake when
 its partition is assigned and shared with the event loop:
 
-    handed, handed_bytes, paused      written by the intake thread
+    handed, handed_bytes, paused,     written by the intake thread
+    next_offset, fetched_at, stalled
     released, released_bytes          written by the event loop (commit acknowledged, or
                                       a record dropped because its partition was closing)
 
@@ -64,13 +65,26 @@ class FlowLimits:
 class PartitionFlow:
     """What one assigned partition holds, shared by the intake thread and the loop."""
 
-    __slots__ = ("handed", "handed_bytes", "paused", "released", "released_bytes", "tp")
+    __slots__ = (
+        "fetched_at",
+        "handed",
+        "handed_bytes",
+        "next_offset",
+        "paused",
+        "released",
+        "released_bytes",
+        "stalled",
+        "tp",
+    )
 
-    def __init__(self, tp: TP) -> None:
+    def __init__(self, tp: TP, now: float = 0.0) -> None:
         self.tp = tp
         self.handed = 0  # intake: records handed to the loop
         self.handed_bytes = 0  # intake
         self.paused = False  # intake: the pause state last told to the consumer
+        self.next_offset: int | None = None  # intake: one past the last record handed over
+        self.fetched_at = now  # intake: when it last got a record (or was assigned)
+        self.stalled = 0  # intake: lag seen while nothing was fetched (0: not stalled)
         self.released = 0  # loop: records no longer in flight
         self.released_bytes = 0  # loop
 
@@ -112,9 +126,9 @@ class Admission:
 
     # -- assignment ---------------------------------------------------------------------
 
-    def assign(self, partitions: Iterable[TP]) -> list[PartitionFlow]:
+    def assign(self, partitions: Iterable[TP], now: float = 0.0) -> list[PartitionFlow]:
         """Fresh flows for newly assigned partitions (a re-assigned one starts anew)."""
-        made = [PartitionFlow(tp) for tp in partitions]
+        made = [PartitionFlow(tp, now) for tp in partitions]
         for flow in made:
             self.flows[flow.tp] = flow
         self._reshare()
@@ -193,6 +207,7 @@ class Admission:
             ):
                 flow.handed += 1
                 flow.handed_bytes += record.size
+                flow.next_offset = record.offset + 1
                 room_records -= 1
                 room_bytes -= record.size
                 taken.append(record)

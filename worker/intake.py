@@ -52,6 +52,11 @@ log = structlog.get_logger("worker.intake")
 POLL_TIMEOUT = 0.1
 #: How long reading the committed offsets of new partitions may take (seconds).
 COMMITTED_TIMEOUT = 10.0
+#: A fetching partition with nothing in flight that has received nothing for this long is
+#: checked for lag (seconds); with lag, it is stalled: rewound, resumed and reported.
+STALL_AFTER = 30.0
+#: How often partitions are checked for a stall (seconds).
+STALL_CHECK_INTERVAL = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +85,10 @@ class Listener(Protocol):
 
     def on_stats(self, lag: dict[TP, int]) -> None: ...
 
+    def on_stalled(self, stalled: dict[TP, int]) -> None:
+        """Partitions that have lag but received nothing (lag per partition); empty when
+        none is stalled any more."""
+
     def on_kafka_error(self, code: str, reason: str, fatal: bool) -> None: ...
 
 
@@ -106,6 +115,7 @@ class Intake:
         *,
         to_loop: Callable[..., object],
         clock: Callable[[], float],
+        start_at_earliest: bool = True,
     ) -> None:
         self.source = source
         self.listener = listener
@@ -117,6 +127,8 @@ class Intake:
         self.last_poll = 0.0  # intake: clock time of the last completed poll
         self.connected = False  # intake: a broker connection is up (statistics, errors)
         self.wakeup: Callable[[], None] = lambda: None  # set by a driver that sleeps
+        self._start_at_earliest = start_at_earliest
+        self._next_stall_check = 0.0
 
     # -- commands (called on the loop) --------------------------------------------------
 
@@ -164,7 +176,10 @@ class Intake:
         # Poll even with no room: rebalances, commit results and the group's liveness
         # happen inside it. Whatever arrives without room is rewound by admission.
         batch = self.source.poll(max(1, size), timeout)
-        self.last_poll = self._clock()
+        now = self.last_poll = self._clock()
+        if now >= self._next_stall_check:
+            self._next_stall_check = now + STALL_CHECK_INTERVAL
+            self.check_stalls(now)
         if not batch:
             return
         if not self.fetching:
@@ -174,7 +189,67 @@ class Intake:
         if rewinds:
             self._rewind(rewinds)
         if taken:
+            flows = admission.flows
+            for tp in {(r.topic, r.partition) for r in taken}:
+                flows[tp].fetched_at = now
             self._to_loop(self.listener.on_records, taken)
+
+    def check_stalls(self, now: float) -> None:
+        """Find fetching partitions that have lag yet receive nothing, and unstick them.
+
+        A partition the worker owns, with records after what it took, nothing in flight and
+        not paused, is always being fetched; if nothing arrived for :data:`STALL_AFTER`,
+        something outside the worker's view (a pause flag, a fetch state) holds it. It is
+        rewound to its position and resumed, and reported (metric, health) until records
+        flow again. Checked only while a broker is reachable: an outage is not a stall.
+        """
+        if not self.connected or not self.fetching:
+            return
+        flows = self.admission.flows
+        suspects = [
+            flow
+            for flow in flows.values()
+            if not flow.paused and flow.in_flight == 0 and now - flow.fetched_at >= STALL_AFTER
+        ]
+        changed = False
+        for flow in flows.values():
+            if flow.stalled and flow not in suspects:
+                flow.stalled = 0  # records flow again
+                changed = True
+        if suspects:
+            try:
+                marks = self.source.watermarks([f.tp for f in suspects], COMMITTED_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - retried at the next check
+                log.warning("watermarks_unavailable", error=str(exc))
+                marks = {}
+            for flow in suspects:
+                if flow.tp not in marks:
+                    continue
+                low, high = marks[flow.tp]
+                position = flow.next_offset
+                if position is None:
+                    position = low if self._start_at_earliest else high
+                lag = high - position
+                if lag <= 0:
+                    if flow.stalled:
+                        flow.stalled = 0
+                        changed = True
+                    continue
+                if not flow.stalled:
+                    log.warning(
+                        "partition_stalled",
+                        partition=_fmt([flow.tp])[0],
+                        lag=lag,
+                        idle_s=round(now - flow.fetched_at, 1),
+                        action="rewinding and resuming it",
+                    )
+                flow.stalled = lag
+                changed = True
+                self.source.seek(flow.tp, position)
+                self.source.resume([flow.tp])
+        if changed:
+            stalled = {f.tp: f.stalled for f in flows.values() if f.stalled}
+            self._to_loop(self.listener.on_stalled, stalled)
 
     def _rewind(self, rewinds: list[tuple[TP, int]]) -> None:
         source = self.source
@@ -198,8 +273,10 @@ class Intake:
             return
         ready = admission.resumable()
         if ready:
+            now = self._clock()
             for flow in ready:
                 flow.paused = False
+                flow.fetched_at = now  # the stall clock starts again
             self.source.resume([flow.tp for flow in ready])
             log.info("partitions_resumed", partitions=_fmt([f.tp for f in ready]))
 
@@ -262,7 +339,7 @@ class Intake:
         if not partitions:
             return
         self.connected = True  # a group assignment needs a live broker
-        flows = self.admission.assign(partitions)
+        flows = self.admission.assign(partitions, self._clock())
         try:
             committed = self.source.committed(partitions, COMMITTED_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - a missing metadata only costs repeats
@@ -274,6 +351,8 @@ class Intake:
             for flow in flows:
                 flow.paused = True
             self.source.pause(partitions)
+        for flow in flows:
+            flow.next_offset = committed.get(flow.tp, Committed(None)).offset
         assignments = [
             Assignment(flow.tp, flow, committed.get(flow.tp, Committed(None))) for flow in flows
         ]
@@ -322,12 +401,18 @@ class IntakeThread:
         *,
         topics: tuple[str, ...],
         revoke_timeout: float,
+        start_at_earliest: bool = True,
     ) -> None:
         self._loop = loop
         self._topics = topics
         self._revoke_timeout = revoke_timeout
         self.intake = Intake(
-            source, listener, limits, to_loop=loop.call_soon_threadsafe, clock=loop.time
+            source,
+            listener,
+            limits,
+            to_loop=loop.call_soon_threadsafe,
+            clock=loop.time,
+            start_at_earliest=start_at_earliest,
         )
         self._stop = threading.Event()
         self._closed: Future[None] = Future()

@@ -73,6 +73,7 @@ class Metrics:
         self.assigned_partitions = 0
         self.committed: dict[tuple[str, int], int] = {}
         self.lag: dict[tuple[str, int], int] = {}
+        self.stalled: dict[tuple[str, int], int] = {}
         self.attempt_seconds = Histogram()
         self.delivery_seconds = Histogram()
         self.collectors: list[Callable[[], None]] = []
@@ -193,11 +194,19 @@ class Metrics:
                 for (t, pt), o in sorted(self.committed.items())
             ],
         )
+        lag = {**self.lag, **self.stalled}
         metric(
             "consumer_lag",
             "gauge",
-            "Consumer lag per partition (librdkafka statistics).",
-            [(f'{{topic="{t}",partition="{pt}"}}', n) for (t, pt), n in sorted(self.lag.items())],
+            "Consumer lag per partition (librdkafka statistics; broker watermarks for a "
+            "stalled partition).",
+            [(f'{{topic="{t}",partition="{pt}"}}', n) for (t, pt), n in sorted(lag.items())],
+        )
+        metric(
+            "partitions_stalled",
+            "gauge",
+            "Owned partitions with lag that received nothing for 30 s (being unstuck).",
+            [("", len(self.stalled))],
         )
         out += self.attempt_seconds.render(
             f"{p}_http_request_duration_seconds", "Duration of one POST to Ometria."

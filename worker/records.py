@@ -132,7 +132,8 @@ class RecordSource(Protocol):
         :meth:`SourceEvents.on_commit`; a synchronous commit refused for a stale group
         generation raises :class:`StaleGeneration`."""
 
-    def high_watermarks(self, partitions: list[TP], timeout: float) -> dict[TP, int]: ...
+    def watermarks(self, partitions: list[TP], timeout: float) -> dict[TP, tuple[int, int]]:
+        """(low, high) watermark of each partition, asked of the broker."""
 
     def close(self) -> None: ...
 

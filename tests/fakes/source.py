@@ -224,9 +224,9 @@ class MemorySource:
         elif self._events is not None:
             self._events.on_commit(results)
 
-    def high_watermarks(self, partitions: list[TP], timeout: float) -> dict[TP, int]:
+    def watermarks(self, partitions: list[TP], timeout: float) -> dict[TP, tuple[int, int]]:
         del timeout
-        return {tp: len(self.logs[tp]) for tp in partitions}
+        return {tp: (0, len(self.logs[tp])) for tp in partitions}
 
     def close(self) -> None:
         self._commit_stored(list(self.assigned), how="auto")

@@ -303,3 +303,26 @@ def test_retry_after_holds_every_lane_of_the_worker() -> None:
 def _id(value: bytes | None) -> str:
     assert value is not None
     return str(orjson.loads(value)["id"])
+
+
+def test_a_partition_stuck_outside_the_workers_view_is_reported_and_unstuck() -> None:
+    """Whatever holds a partition (a pause flag the worker does not know of, a fetch state
+    of librdkafka's), lag without progress shows in health and metrics and is undone."""
+
+    async def scenario() -> None:
+        h = Harness(partitions={"t": 2})
+        await h.start()
+        h.source.paused.add(("t", 1))  # held behind the worker's back
+        ids = h.produce_events(40, keys=2)  # keys v0, v1: both partitions get some
+        await h.until(lambda: h.worker.metrics.stalled != {}, timeout=120)
+        assert h.worker.metrics.stalled[("t", 1)] > 0
+        health = h.worker.health()
+        assert health["ready"] is False
+        assert health["stalled_partitions"] == ["t[1]"]
+        assert "ometria_worker_partitions_stalled 1" in h.worker.metrics.render()
+        await h.until(lambda: sorted(h.ometria.accepted_ids()) == sorted(ids), timeout=120)
+        await h.until(lambda: h.worker.metrics.stalled == {}, timeout=120)
+        assert h.worker.health()["ready"] is True
+        assert await h.stop() == 0
+
+    run(scenario())

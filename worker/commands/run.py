@@ -78,6 +78,7 @@ async def _main(settings: Settings, pipeline: object) -> int:
             loop,
             topics=s.topics,
             revoke_timeout=s.rebalance_drain_timeout,
+            start_at_earliest=s.auto_offset_reset == "earliest",
         )
 
     worker = Worker(
