@@ -50,7 +50,7 @@ from worker.lanes import Partition, Scheduler
 from worker.metrics import Metrics
 from worker.offsets import decode_done
 from worker.outcome import Failure
-from worker.pacing import Gate, Limiter, RateLimiter
+from worker.pacing import Gate, Limiter, RateLimiter, Recovery
 from worker.pipeline import Pipeline
 from worker.records import TP, CommitResult, DeadLetterSink, DeadLetterUnavailable, Record, Sender
 
@@ -162,6 +162,7 @@ class Worker:
             gate=Gate(s.auth_retry_interval, clock=clock),
             limiter=Limiter(s.concurrency, adaptive=s.adaptive_concurrency, clock=clock),
             rate=RateLimiter(enabled=s.adaptive_concurrency, clock=clock),
+            recovery=Recovery(clock=clock),
             metrics=self.metrics,
             clock=clock,
         )

@@ -19,7 +19,7 @@ import structlog
 from worker.metrics import Metrics
 from worker.ometria import Answer
 from worker.outcome import Failure, Mapped
-from worker.pacing import Gate, Limiter, RateLimiter
+from worker.pacing import Gate, Limiter, RateLimiter, Recovery
 from worker.records import Sender
 from worker.retry import Verdict, backoff, classify
 
@@ -52,6 +52,7 @@ class Deliverer:
         limiter: Limiter,
         metrics: Metrics,
         rate: RateLimiter | None = None,
+        recovery: Recovery | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -63,6 +64,7 @@ class Deliverer:
         self.gate = gate
         self.limiter = limiter
         self.rate = rate or RateLimiter(enabled=False)
+        self.recovery = recovery or Recovery(clock=clock)
         self.metrics = metrics
         self._rng = rng or random.Random()
 
@@ -108,6 +110,10 @@ class Deliverer:
             gate.auth_ok(probe)
             metrics.auth_failing = gate.auth_failing
 
+            if verdict is not Verdict.RETRY:
+                outage = self.recovery.answered()
+                if outage is not None:
+                    log.info("ometria_recovered", outage_s=round(outage, 3))
             if verdict is Verdict.DONE:
                 self.limiter.on_success()
                 self.rate.on_success()
@@ -130,6 +136,7 @@ class Deliverer:
                 wait = min(wait, policy.retry_after_max)
                 gate.throttle(wait)
             else:
+                epoch = self.recovery.failed()
                 wait = backoff(failures, base=policy.base, cap=policy.cap, rng=self._rng)
                 if decision.retry_after is not None:
                     wait = max(wait, min(decision.retry_after, policy.retry_after_max))
@@ -145,7 +152,10 @@ class Deliverer:
                 )
             if policy.deadline is not None and (clock() - started + wait > policy.deadline):
                 return _exhausted(mapped, answer, attempts, policy.deadline), attempts
-            await asyncio.sleep(wait)
+            if verdict is Verdict.THROTTLE:
+                await asyncio.sleep(wait)  # Retry-After is honoured in full
+            else:
+                await self.recovery.backoff(wait, epoch)
 
 
 def _rejected(mapped: Mapped, answer: Answer) -> Failure:

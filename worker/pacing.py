@@ -8,11 +8,14 @@
   the worker finds the rate the endpoint takes instead of guessing it.
 * :class:`RateLimiter` caps requests per second, AIMD too, engaged by the first 429: the
   rate a rate-limited endpoint takes, found rather than configured.
+* :class:`Recovery` ends every backoff early when the endpoint answers again after an
+  outage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -237,3 +240,56 @@ class RateLimiter:
         if self._successes >= max(1.0, self.rate / 10):
             self._successes = 0
             self.rate += 1.0
+
+
+class Recovery:
+    """Ends every backoff early once Ometria answers again after an outage.
+
+    During an outage each record waits out its own backoff (full jitter, growing to
+    ``WORKER_RETRY_CAP``), so the lanes probe the endpoint one at a time, spread out: a
+    half-open circuit without a separate probe protocol. The first good answer after
+    :data:`OUTAGE_AFTER` transient failures in a row (worker-wide) releases every record
+    still waiting on a backoff at once; they go through the concurrency and rate limiters
+    as usual, so the release is no thundering herd, and nothing sits out a 30 s timer
+    after the endpoint is back. Sporadic errors (fewer in a row) keep their backoff.
+    """
+
+    #: Transient failures in a row, worker-wide, that make an outage.
+    OUTAGE_AFTER = 3
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._released = asyncio.Event()
+        self.epoch = 0  # outages ended so far
+        self.failures = 0  # transient failures since the last good answer, worker-wide
+        self.failing_since: float | None = None
+
+    def failed(self) -> int:
+        """A transient failure (no answer, timeout, 408, 5xx); returns the epoch to pass
+        to :meth:`backoff`."""
+        if self.failures == 0:
+            self.failing_since = self._clock()
+        self.failures += 1
+        return self.epoch
+
+    def answered(self) -> float | None:
+        """A good answer. When it ends an outage, release the waiting backoffs and return
+        how long the outage lasted (seconds); else None."""
+        failures, since = self.failures, self.failing_since
+        self.failures = 0
+        self.failing_since = None
+        if failures < self.OUTAGE_AFTER or since is None:
+            return None
+        self.epoch += 1
+        self._released.set()
+        self._released = asyncio.Event()
+        return self._clock() - since
+
+    async def backoff(self, seconds: float, epoch: int) -> None:
+        """Sleep ``seconds``, or less if an outage ends meanwhile (or ended since the
+        failure of ``epoch``)."""
+        if self.epoch != epoch:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._released.wait()

@@ -326,3 +326,27 @@ def test_a_partition_stuck_outside_the_workers_view_is_reported_and_unstuck() ->
         assert await h.stop() == 0
 
     run(scenario())
+
+
+def test_after_an_outage_every_waiting_record_flows_within_two_seconds_of_recovery() -> None:
+    async def scenario() -> tuple[float, float, int]:
+        h = Harness(partitions={"t": 4}, ordering="key", retry_base=0.2, retry_cap=30.0)
+        loop = asyncio.get_running_loop()
+        back_at = 20.0
+
+        def respond(_payload: dict[str, Any]) -> Reply:
+            return Reply(None if loop.time() < back_at else 202, latency=0.01)
+
+        h.ometria.respond = respond
+        h.produce_events(400, keys=200)
+        await h.start()
+        await h.until(lambda: len(h.ometria.accepted) == 400, timeout=300)
+        first_ok = min(a.at for a in h.ometria.attempts if a.status == 202)
+        last_ok = max(a.at for a in h.ometria.attempts if a.status == 202)
+        assert await h.stop() == 0
+        return first_ok, last_ok, h.ometria.peak_in_flight
+
+    first_ok, last_ok, peak = run(scenario())
+    assert first_ok >= 20.0
+    assert last_ok - first_ok < 2.0  # not each record on its own 30 s timer
+    assert peak <= 64  # the release went through the concurrency limit
