@@ -91,9 +91,12 @@ class Deliverer:
             finally:
                 self.limiter.release()
             attempts += 1
-            metrics.observe_answer(answer.status, clock() - sent)
+            rtt = clock() - sent
+            metrics.observe_answer(answer.status, rtt)
             decision = classify(answer.status, answer.retry_after, now=self._wall_clock())
             verdict = decision.verdict
+            if verdict is not Verdict.THROTTLE:
+                self.limiter.observe(rtt, trouble=verdict is Verdict.RETRY)
 
             if verdict is Verdict.AUTH:
                 gate.auth_failed(probe)
@@ -115,7 +118,6 @@ class Deliverer:
                 if outage is not None:
                     log.info("ometria_recovered", outage_s=round(outage, 3))
             if verdict is Verdict.DONE:
-                self.limiter.on_success()
                 self.rate.on_success()
                 if failures:
                     log.info("retry_streak_ended", attempts=attempts, schema=mapped.schema)

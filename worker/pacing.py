@@ -3,9 +3,10 @@
 * :class:`Gate` holds every lane back while Ometria asked us to wait (429 + Retry-After)
   and, while it refuses our credentials (401/403), lets a single *probe* through every
   ``auth_retry_interval`` instead of the whole fleet of lanes.
-* :class:`Limiter` caps concurrent POSTs. With ``adaptive=True`` it is AIMD, as Vector's
-  adaptive request concurrency: +1 after a full window of successes, halved on 429, so
-  the worker finds the rate the endpoint takes instead of guessing it.
+* :class:`Limiter` caps concurrent POSTs. With ``adaptive=True`` it finds its level from
+  the response times, as Vector's adaptive request concurrency does (with a slow start),
+  and halves on 429: the worker finds the concurrency the endpoint takes instead of
+  guessing it.
 * :class:`RateLimiter` caps requests per second, AIMD too, engaged by the first 429: the
   rate a rate-limited endpoint takes, found rather than configured.
 * :class:`Recovery` ends every backoff early when the endpoint answers again after an
@@ -94,7 +95,41 @@ class Gate:
 
 
 class Limiter:
-    """A resizable semaphore for concurrent POSTs, optionally AIMD-adaptive."""
+    """A resizable semaphore for concurrent POSTs; with ``adaptive=True`` the limit finds
+    its own level between ``minimum`` and ``limit`` (the ceiling).
+
+    Adaptive concurrency in the spirit of Vector's (from its published design), judged
+    against a *baseline* round-trip time as TCP Vegas and BBR do:
+
+    * Answers are grouped in windows of about one round trip; each window's mean
+      round-trip time (RTT) is compared with the baseline: the lowest window mean seen
+      since the last probe.
+    * If the window met the limit (demand was there) and its RTT stayed within
+      :data:`HEADROOM` of the baseline (or :data:`HEADROOM_FLOOR` seconds above it), the
+      limit grows: doubling in slow start, then one per window.
+    * If the RTT went beyond that, or an attempt failed transiently (5xx, timeout, no
+      answer), it shrinks to :data:`DECREASE_RATIO` of itself and slow start ends.
+    * A 429 halves it at once (:meth:`on_backpressure`), at most once a second.
+    * Every :data:`PROBE_EVERY` seconds the limit drops to a quarter for two windows to
+      measure the baseline anew, so an endpoint that became slower by itself (not by the
+      load the worker puts on it) moves the baseline instead of shrinking the limit.
+
+    So concurrency rises while Ometria's response time stays near its baseline, and
+    settles where more requests in flight would only queue at Ometria; at a fixed
+    latency it climbs to the ceiling.
+    """
+
+    #: Where an adaptive limit starts.
+    INITIAL = 8
+    #: The multiplicative decrease on a slow or failing window.
+    DECREASE_RATIO = 0.9
+    #: How far above the baseline a window's RTT may be and still count as fast:
+    #: ``max(baseline * (1 + HEADROOM), baseline + HEADROOM_FLOOR)``. The floor keeps
+    #: sub-millisecond round trips (a local endpoint) from starving the worker.
+    HEADROOM = 1.0
+    HEADROOM_FLOOR = 0.005
+    #: Seconds between two baseline probes.
+    PROBE_EVERY = 10.0
 
     def __init__(
         self,
@@ -106,19 +141,32 @@ class Limiter:
     ) -> None:
         self._clock = clock
         self.max_limit = limit
-        self.limit = limit
         self.adaptive = adaptive
         self.minimum = min(minimum, limit)
+        self.limit = min(limit, self.INITIAL) if adaptive else limit
         self.in_use = 0
-        self._successes = 0
         self._last_decrease = -1e9
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._slow_start = True
+        self.baseline: float | None = None  # lowest window RTT since the last probe
+        self._probe_windows = 0  # windows left of the running probe
+        self._probe_restore = 0  # the limit to return to after it
+        now = clock()
+        self._next_probe = now + self.PROBE_EVERY
+        self._window_start = now
+        self._window_sum = 0.0
+        self._window_count = 0
+        self._window_full = False  # the limit was met during the window
+        self._window_trouble = False  # a transient failure during the window
 
     async def acquire(self) -> None:
         """Take a slot, waiting in FIFO order when none is free."""
         if self.in_use < self.limit and not self._waiters:
             self.in_use += 1
+            if self.in_use >= self.limit:
+                self._window_full = True
             return
+        self._window_full = True
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         try:
@@ -143,15 +191,49 @@ class Limiter:
                 self.in_use += 1
                 fut.set_result(None)
 
-    def on_success(self) -> None:
-        """Additive increase: one more slot after ``limit`` successes in a row."""
-        if not self.adaptive or self.limit >= self.max_limit:
+    def observe(self, rtt: float, *, trouble: bool = False) -> None:
+        """One answered attempt: its round-trip time, and whether it failed transiently."""
+        if not self.adaptive:
             return
-        self._successes += 1
-        if self._successes >= self.limit:
-            self._successes = 0
-            self.limit += 1
+        self._window_sum += rtt
+        self._window_count += 1
+        self._window_trouble |= trouble
+        now = self._clock()
+        baseline = self.baseline
+        if now - self._window_start < (rtt if baseline is None else baseline):
+            return
+        mean = self._window_sum / self._window_count
+        self._next_window(now)
+        if self._probe_windows:
+            self._probe_windows -= 1
+            if self._probe_windows == 0:
+                # The quieter window measured the endpoint's own RTT: start from it.
+                self.baseline = mean
+                self.limit = self._probe_restore
+                self._wake()
+            return
+        if baseline is None or mean < baseline:
+            self.baseline = baseline = mean
+        fast = max(baseline * (1 + self.HEADROOM), baseline + self.HEADROOM_FLOOR)
+        if self._window_trouble or mean > fast:
+            self._slow_start = False
+            self.limit = max(self.minimum, int(self.limit * self.DECREASE_RATIO))
+        elif self._window_full and self.limit < self.max_limit:
+            grown = self.limit * 2 if self._slow_start else self.limit + 1
+            self.limit = min(self.max_limit, grown)
             self._wake()
+        if now >= self._next_probe:
+            self._next_probe = now + self.PROBE_EVERY
+            self._probe_restore = self.limit
+            self._probe_windows = 2
+            self.limit = max(self.minimum, self.limit // 4)
+
+    def _next_window(self, now: float) -> None:
+        self._window_start = now
+        self._window_sum = 0.0
+        self._window_count = 0
+        self._window_full = self.in_use >= self.limit
+        self._window_trouble = False
 
     def on_backpressure(self) -> None:
         """Multiplicative decrease on 429: halve the limit (never below the minimum).
@@ -162,7 +244,7 @@ class Limiter:
         if not self.adaptive or now - self._last_decrease < 1.0:
             return
         self._last_decrease = now
-        self._successes = 0
+        self._slow_start = False
         self.limit = max(self.minimum, self.limit // 2)
 
 

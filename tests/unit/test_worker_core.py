@@ -233,7 +233,8 @@ def test_sigterm_finishes_in_flight_records_commits_them_and_takes_nothing_new()
         h.produce_events(500, keys=50)
         await h.start()
         await h.until(lambda: h.ometria.in_flight >= 20)
-        attempted = len(h.ometria.attempts) + h.ometria.in_flight
+        # Each record a lane is on (in flight, or waiting for a concurrency slot) finishes.
+        attempted = len(h.ometria.attempts) + sum(p.busy for p in h.worker.partitions.values())
         assert await h.stop() == 0
         assert len(h.ometria.attempts) == attempted  # in flight finished, nothing new began
         assert all(a.status == 202 for a in h.ometria.attempts)
@@ -350,3 +351,39 @@ def test_after_an_outage_every_waiting_record_flows_within_two_seconds_of_recove
     assert first_ok >= 20.0
     assert last_ok - first_ok < 2.0  # not each record on its own 30 s timer
     assert peak <= 64  # the release went through the concurrency limit
+
+
+def _run_at(respond_latency: Any, *, events: int, ceiling: int = 256) -> tuple[float, int, int]:
+    """Key mode over 1,000 keys against an endpoint whose latency is
+    ``respond_latency(in_flight)``; (events/s, final limit, peak in flight)."""
+
+    async def scenario() -> tuple[float, int, int]:
+        h = Harness(partitions={"t": 8}, ordering="key", concurrency=ceiling)
+        h.ometria.respond = lambda _p: Reply(latency=respond_latency(h.ometria.in_flight))
+        h.produce_events(events, keys=1000)
+        await h.start()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await h.until(lambda: len(h.ometria.accepted) == events, timeout=3600, step=0.5)
+        rate = events / (loop.time() - started)
+        limit = h.worker.deliverer.limiter.limit
+        assert await h.stop() == 0
+        return rate, limit, h.ometria.peak_in_flight
+
+    return run(scenario())
+
+
+def test_adaptive_concurrency_climbs_to_the_ceiling_at_a_steady_latency() -> None:
+    rate, limit, peak = _run_at(lambda _n: 0.05, events=20_000)
+    assert limit == 256
+    assert peak == 256
+    assert rate > 0.8 * 256 / 0.05
+
+
+def test_adaptive_concurrency_settles_below_the_ceiling_when_latency_grows_with_load() -> None:
+    """20 ms + 2 ms per request in flight: 256 in flight would wait 532 ms for 481/s;
+    the limit settles where latency stays near its baseline, for most of that rate."""
+    rate, limit, peak = _run_at(lambda n: 0.02 + 0.002 * n, events=30_000)
+    assert limit < 128
+    assert peak < 128
+    assert rate > 0.7 * 256 / (0.02 + 0.002 * 256)
