@@ -14,6 +14,24 @@ Shutdown (SIGTERM/SIGINT) is an ordered procedure; the order is what keeps it lo
                            retried across a rebalance in progress
     5. leave the group     consumer.close(): the group rebalances at once
     6. flush and close     dead-letter producer, HTTP pool
+
+A fatal fault (the dead-letter topic unwritable for WORKER_DLQ_TIMEOUT, a fatal Kafka
+error, a bug while handling a record) takes the same steps without waiting, and exits 1:
+
+    - the record that hit the fault is abandoned at once: its runner cancels itself, so
+      the record is not done and its offset (and everything after it) is not committed
+    - every lane is closed at the moment of the fault: no lane starts another record
+    - the drain lasts FATAL_DRAIN_TIMEOUT (1 s), not WORKER_DRAIN_TIMEOUT: a POST already
+      sent usually completes in that time (sparing a duplicate after the restart);
+      whatever is still running then (a retry streak, another dead letter) is cancelled,
+      not committed, and done again by the next owner
+    - the commit, leaving the group and the HTTP pool are as above; the dead-letter
+      flush waits FATAL_DRAIN_TIMEOUT at most (what is unflushed belongs to cancelled
+      records, which are not committed)
+
+so the process exits a second or two after the fault, whatever WORKER_DRAIN_TIMEOUT is.
+A fatal fault during a SIGTERM drain abandons its record the same way and sets exit
+code 1; the drain already under way keeps its deadline.
 """
 
 from __future__ import annotations
@@ -22,10 +40,10 @@ import asyncio
 import contextlib
 import signal
 import time
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import structlog
-from confluent_kafka import Message
+from confluent_kafka import KafkaError, Message
 
 from worker.config import Settings
 from worker.consumer import TP, KafkaSource
@@ -45,6 +63,9 @@ log = structlog.get_logger("worker.app")
 EXIT_OK = 0
 EXIT_FATAL = 1
 
+#: After a fatal fault, how long the other lanes may finish the record they are on, and
+#: how long the dead-letter producer may flush (seconds).
+FATAL_DRAIN_TIMEOUT = 1.0
 #: How soon a commit goes out when a paused partition waits for one (seconds).
 COMMIT_SOON_DELAY = 0.05
 #: An asynchronous commit unanswered for this long no longer holds the next one back.
@@ -138,6 +159,7 @@ class Worker:
             s.dlq_topic,
             truncate_bytes=s.dlq_truncate_bytes,
             give_up_after=s.dlq_timeout,
+            on_failure=self.metrics.dlq_write_failed,
         )
         self._source = KafkaSource(
             s.consumer_config(),
@@ -174,9 +196,13 @@ class Worker:
         return self.exit_code
 
     def stop(self, why: str = "requested", *, fatal: bool = False) -> None:
-        """Begin the ordered shutdown (idempotent)."""
+        """Begin the ordered shutdown (idempotent). ``fatal``: exit 1, and drain only
+        briefly (the module docstring's fatal procedure)."""
         if fatal:
             self.exit_code = EXIT_FATAL
+            # From this moment no lane starts another record.
+            for lanes in self.partitions.values():
+                lanes.close()
         if self._stopping:
             return
         self._stopping = True
@@ -185,11 +211,16 @@ class Worker:
         if self._stop_event is not None:
             self._stop_event.set()
 
+    @property
+    def fatal(self) -> bool:
+        """A fatal fault happened: the worker stops without a full drain and exits 1."""
+        return self.exit_code == EXIT_FATAL
+
     async def _shutdown(self) -> None:
         s = self.settings
         assert self._source is not None
         self._source.stop_fetching()
-        deadline = s.drain_timeout
+        deadline = min(s.drain_timeout, FATAL_DRAIN_TIMEOUT) if self.fatal else s.drain_timeout
         started = time.monotonic()
         for lanes in self.partitions.values():
             lanes.close()
@@ -210,7 +241,8 @@ class Worker:
         self._set_state("stopping")
         await self._source.close()
         if self._dlq is not None:
-            unflushed = await asyncio.to_thread(self._dlq.close)
+            flush = FATAL_DRAIN_TIMEOUT if self.fatal else 10.0
+            unflushed = await asyncio.to_thread(self._dlq.close, flush)
             if unflushed:
                 log.error("dead_letters_unflushed", count=unflushed)
         if self._client is not None:
@@ -291,8 +323,7 @@ class Worker:
         for msg in messages:
             err = msg.error()
             if err is not None:
-                if err.code() != err._PARTITION_EOF:
-                    log.warning("consume_error", error=err.str())
+                self._consume_error(err)
                 continue
             tp = _tp_of(msg)
             lanes = partitions.get(tp)
@@ -338,6 +369,16 @@ class Worker:
         else:
             log.warning("kafka_error", code=code, reason=reason)
 
+    def _consume_error(self, err: KafkaError) -> None:
+        """An error in a consumed batch. A fatal consumer error (e.g. a static member
+        fenced by another with the same ``group.instance.id``) arrives only this way, as
+        code ``_FATAL``, and not always with ``fatal()`` set."""
+        code = err.code()
+        if code == KafkaError._FATAL or err.fatal():
+            self.on_kafka_error(err.name(), err.str(), True)
+        elif code != KafkaError._PARTITION_EOF:
+            log.warning("consume_error", error=err.str())
+
     # -- one record ---------------------------------------------------------------------
 
     async def _handle(self, lanes: PartitionLanes[Message], msg: Message) -> None:
@@ -359,12 +400,17 @@ class Worker:
             raise
         except DeadLetterUnavailable as exc:
             log.error("dead_letter_topic_unavailable", error=str(exc))
-            self.stop("dead-letter topic unavailable", fatal=True)
-            await asyncio.Event().wait()  # never done: nothing past it is committed
+            self._abandon("dead-letter topic unavailable")
         except Exception:
             log.exception("record_handling_failed", topic=lanes.topic, partition=lanes.partition)
-            self.stop("unexpected error", fatal=True)
-            await asyncio.Event().wait()
+            self._abandon("unexpected error")
+
+    def _abandon(self, why: str) -> NoReturn:
+        """Stop the worker for a fatal fault met by the record being handled, and give the
+        record up: cancelled, it is not done, so neither it nor anything after it in its
+        partition is committed (its next owner handles it again)."""
+        self.stop(why, fatal=True)
+        raise asyncio.CancelledError(why)
 
     async def _dead_letter(self, msg: Message, failure: Failure, attempts: int) -> None:
         assert self._dlq is not None
