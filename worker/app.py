@@ -25,10 +25,23 @@ Shutdown (SIGTERM/SIGINT) is an ordered procedure; the order is what keeps it lo
     5. leave the group     the consumer closes: the group rebalances at once
     6. flush and close     dead-letter producer, HTTP pool
 
-A fatal fault (the dead-letter topic unwritable, a fatal Kafka error, a bug) takes the
-same steps without step 3's wait: what is in flight is cancelled at once (left undone,
-so never committed), what was done before the fault is committed, and the process exits
-1 within moments so that Kubernetes restarts it.
+A fatal fault (the dead-letter topic unwritable for WORKER_DLQ_TIMEOUT, a fatal Kafka
+error, a bug while handling a record) takes the same steps without waiting, and exits 1:
+
+    - the record that hit the fault is abandoned at once: its runner cancels itself, so
+      the record is not done and its offset (and everything after it) is not committed
+    - every lane is closed at the moment of the fault: no lane starts another record
+    - the drain lasts FATAL_DRAIN_TIMEOUT (1 s), not WORKER_DRAIN_TIMEOUT: a POST already
+      sent usually completes in that time (sparing a duplicate after the restart);
+      whatever is still running then (a retry streak, another dead letter) is cancelled,
+      not committed, and done again by the next owner
+    - the commit, leaving the group and the HTTP pool are as above; the dead-letter
+      flush waits FATAL_DRAIN_TIMEOUT at most (what is unflushed belongs to cancelled
+      records, which are not committed)
+
+so the process exits a second or two after the fault, whatever WORKER_DRAIN_TIMEOUT is.
+A fatal fault during a SIGTERM drain abandons its record the same way and sets exit
+code 1; the drain already under way keeps its deadline.
 """
 
 from __future__ import annotations
@@ -62,6 +75,8 @@ EXIT_FATAL = 1
 
 #: How long the final commit may take, riding out a rebalance (seconds).
 FINAL_COMMIT_TIMEOUT = 5.0
+#: How long in-flight records may finish after a fatal fault (seconds).
+FATAL_DRAIN_TIMEOUT = 1.0
 
 
 class IntakeRunner(Protocol):
@@ -195,15 +210,14 @@ class Worker:
         return self.exit_code
 
     def stop(self, why: str = "requested", *, fatal: bool = False) -> None:
-        """Begin the ordered shutdown (idempotent; a fatal stop also hurries a clean one)."""
+        """Begin the ordered shutdown (idempotent). ``fatal``: exit 1, and drain only
+        briefly (the module docstring's fatal procedure)."""
         if fatal:
             self.exit_code = EXIT_FATAL
-            if not self._fatal:
-                self._fatal = True
-                # Nothing in flight may finish after a fatal fault: cancel it now, also if
-                # a clean shutdown is already draining.
-                for partition in self.partitions.values():
-                    partition.cancel()
+            self._fatal = True
+            # From this moment no lane starts another record.
+            for partition in self.partitions.values():
+                partition.close()
         if self._stopping:
             return
         self._stopping = True
@@ -221,7 +235,7 @@ class Worker:
         partitions = list(self.partitions.values())
         for partition in partitions:
             partition.close()
-        drain = 0.0 if self._fatal else self.settings.drain_timeout
+        drain = self._drain_timeout(self.settings.drain_timeout)
         results = await asyncio.gather(*(p.drain(drain) for p in partitions))
         abandoned = sum(1 for ok in results if not ok)
         self._committer.enabled = False
@@ -239,7 +253,8 @@ class Worker:
         self.partitions.clear()
         self._set_state("stopping")
         await self._runner.close()
-        unflushed = await asyncio.to_thread(self._sink.close)
+        flush = FATAL_DRAIN_TIMEOUT if self._fatal else 10.0
+        unflushed = await asyncio.to_thread(self._sink.close, flush)
         if unflushed:
             log.error("dead_letters_unflushed", count=unflushed)
         await self._sender.aclose()
@@ -290,7 +305,7 @@ class Worker:
         for partition in revoked:
             partition.close()
         started = self._clock()
-        drain = 0.0 if self._fatal else self.settings.rebalance_drain_timeout
+        drain = self._drain_timeout(self.settings.rebalance_drain_timeout)
         results = await asyncio.gather(*(p.drain(drain) for p in revoked))
         log.info(
             "partitions_revoked",
@@ -402,10 +417,16 @@ class Worker:
             await self._halt("unexpected error")
 
     async def _halt(self, why: str) -> None:
-        """A fatal fault on this record: stop the worker; the record never completes
-        (the fatal shutdown cancels it), so nothing from it onwards is committed."""
+        """A fatal fault on this record: stop the worker and abandon the record (its
+        runner cancels itself), so nothing from it onwards is committed."""
         self.stop(why, fatal=True)
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
         await asyncio.Event().wait()
+
+    def _drain_timeout(self, configured: float) -> float:
+        return min(configured, FATAL_DRAIN_TIMEOUT) if self._fatal else configured
 
     async def _dead_letter(self, record: Record, failure: Failure, attempts: int) -> None:
         await self._sink.write(record, failure, attempts)

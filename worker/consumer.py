@@ -87,11 +87,21 @@ class ConfluentSource:
         for msg in messages:
             err = msg.error()
             if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume_error", error=err.str())
+                self._consume_error(err)
                 continue
             append(_record(msg))
         return records
+
+    def _consume_error(self, err: KafkaError) -> None:
+        """An error in a consumed batch. A fatal consumer error (e.g. a static member
+        fenced by another with the same ``group.instance.id``) arrives only this way, as
+        code ``_FATAL``, and not always with ``fatal()`` set."""
+        code = err.code()
+        if code == KafkaError._FATAL or err.fatal():
+            if self._events is not None:
+                self._events.on_error(err.name(), err.str(), fatal=True, all_brokers_down=False)
+        elif code != KafkaError._PARTITION_EOF:
+            log.warning("consume_error", error=err.str())
 
     def pause(self, partitions: list[TP]) -> None:
         """Stop fetching ``partitions`` (prefetched records are dropped, not skipped)."""

@@ -20,6 +20,12 @@ limit) is written again with its value cut to ``truncate_bytes`` and the headers
 ``dlq.value.sha256`` (of the whole original value). If even that is too large, the
 original headers are dropped as well (``dlq.headers.dropped=<count>``). The record never
 stalls its partition and never vanishes.
+
+Any other refused write (the topic missing, not authorised, the broker unreachable for
+the producer's ``message.timeout.ms``) is reported to ``on_failure`` and tried again,
+with backoff, until ``give_up_after``; a fatal producer error (the idempotent producer
+can no longer guarantee order) gives up at once. Giving up raises
+:class:`DeadLetterUnavailable`, which stops the worker.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import asyncio
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -86,7 +93,11 @@ def truncated(
 
 
 class DeadLetterWriter:
-    """Produces dead letters and resolves each write when the broker acknowledges it."""
+    """Produces dead letters and resolves each write when the broker acknowledges it.
+
+    ``on_failure`` is called once per refused attempt that is not a too-large refusal
+    (those are written again cut, as the module says), e.g. to count it in a metric.
+    """
 
     def __init__(
         self,
@@ -95,10 +106,12 @@ class DeadLetterWriter:
         *,
         truncate_bytes: int,
         give_up_after: float,
+        on_failure: Callable[[], None] = lambda: None,
     ) -> None:
         self.topic = topic
         self.truncate_bytes = truncate_bytes
         self.give_up_after = give_up_after
+        self.on_failure = on_failure
         self._producer = Producer({**producer_config, "logger": KAFKA_LOGGER})
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="dlq-producer", daemon=True)
@@ -138,6 +151,8 @@ class DeadLetterWriter:
                 )
                 continue
             elapsed = time.monotonic() - started
+            self.on_failure()
+            fatal = _fatal(error)
             log.error(
                 "dead_letter_write_failed",
                 dlq_topic=self.topic,
@@ -145,9 +160,16 @@ class DeadLetterWriter:
                 partition=source.partition,
                 offset=source.offset,
                 error=str(error),
+                fatal=fatal,
                 elapsed_s=round(elapsed, 1),
                 give_up_after_s=self.give_up_after,
             )
+            if fatal:
+                # The producer is unusable for good: waiting out give_up_after would only
+                # hold the partition back longer before the same exit.
+                raise DeadLetterUnavailable(
+                    f"dead-letter producer failed fatally on {self.topic!r}: {error}"
+                )
             if elapsed + delay > self.give_up_after:
                 raise DeadLetterUnavailable(
                     f"cannot write to dead-letter topic {self.topic!r} for {elapsed:.0f}s: {error}"
@@ -195,6 +217,12 @@ class DeadLetterWriter:
 def _resolve(fut: asyncio.Future[KafkaError | None], err: KafkaError | None) -> None:
     if not fut.done():
         fut.set_result(err)
+
+
+def _fatal(error: KafkaError) -> bool:
+    # confluent-kafka sets fatal() on some error objects only: after a fatal error,
+    # produce() and consume() report the code _FATAL, often with the flag unset.
+    return bool(error.fatal() or error.code() == KafkaError._FATAL)
 
 
 def _too_large(error: KafkaError) -> bool:

@@ -84,6 +84,10 @@ class Metrics:
         self.answers[cls] = self.answers.get(cls, 0) + 1
         self.attempt_seconds.observe(seconds)
 
+    def dlq_write_failed(self) -> None:
+        """Count one refused dead-letter write (it is tried again)."""
+        self.dlq_write_failures += 1
+
     def dead_letter(self, reason: str) -> None:
         """Count one acknowledged dead letter."""
         self.dead_lettered[reason] = self.dead_lettered.get(reason, 0) + 1
@@ -152,7 +156,8 @@ class Metrics:
         metric(
             "dlq_write_failures_total",
             "counter",
-            "Dead-letter writes that failed and are retried.",
+            "Dead-letter write attempts refused (topic missing, denied, unreachable); "
+            "each is retried until WORKER_DLQ_TIMEOUT. A dead letter cut to fit is not one.",
             [("", self.dlq_write_failures)],
         )
         metric(

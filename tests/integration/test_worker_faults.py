@@ -19,7 +19,13 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.fixtures.kafka_helpers import MakeTopic, committed_offsets, consume_all, produce
+from tests.fixtures.kafka_helpers import (
+    MakeTopic,
+    Record,
+    committed_offsets,
+    consume_all,
+    produce,
+)
 from tests.fixtures.worker import worker_env
 from tests.integration.helpers import (
     attempt_times,
@@ -369,33 +375,91 @@ def test_sigterm_exit_code_is_zero_even_mid_retry(
     assert all(o == 0 for o in committed_offsets(kafka_bootstrap, group, topic).values())
 
 
-def test_unwritable_dead_letter_topic_stops_the_worker_without_committing_past(
+def test_unwritable_dead_letter_topic_stops_the_worker_promptly_without_committing_past(
     kafka_bootstrap: str, make_topic: MakeTopic, spawn_worker: Any
 ) -> None:
-    topic = make_topic(partitions=1, prefix="nodlq")
+    topic = make_topic(partitions=2, prefix="nodlq")
     missing_dlq = f"missing-dlq-{uuid.uuid4().hex[:8]}"  # never created; auto-create is off
-    produce(
-        kafka_bootstrap,
-        topic,
-        [
-            (None, basket_event("ok-0"), None, None),
-            (None, b"not json at all", None, None),
-            (None, basket_event("ok-2"), None, None),
-        ],
-    )
+    records: list[Record] = [
+        (None, basket_event("ok-0"), None, 0),
+        (None, b"not json at all", None, 0),
+        (None, basket_event("ok-2"), None, 0),
+    ]
+    records += [(None, basket_event(f"p1-{i}"), None, 1) for i in range(200)]
+    produce(kafka_bootstrap, topic, records)
     group = group_name()
-    with running_stub() as stub:
+    with running_stub(latency_ms=20) as stub:
         worker = spawn_worker(
             worker_env(
-                kafka_bootstrap, [topic], missing_dlq, stub.url, group, WORKER_DLQ_TIMEOUT="3"
+                kafka_bootstrap,
+                [topic],
+                missing_dlq,
+                stub.url,
+                group,
+                WORKER_DLQ_TIMEOUT="3",
+                # A drain this long would hold a clean stop; a fatal one must not wait it.
+                WORKER_DRAIN_TIMEOUT="30",
             )
         )
+        wait_until(lambda: "ok-0" in accepted_ids(stub), 60, "ok-0 accepted")
+        # From now on partition 1's lane is always mid-retry: it would never drain.
+        stub.set_faults(error_rate=1.0, error_status=503)
+        worker.wait_for_log("dead_letter_topic_unavailable", timeout=60)
+        fault_seen = time.monotonic()
         code = worker.wait(timeout=60)
+        exit_after = time.monotonic() - fault_seen
         delivered = accepted_ids(stub)
     assert code == 1, worker.tail()
-    assert worker.events("dead_letter_topic_unavailable")
-    assert delivered == ["ok-0"]  # the record after the stuck one never overtook it
-    assert committed_offsets(kafka_bootstrap, group, topic) == {0: 1}
+    assert exit_after < 8, f"exit {exit_after:.1f}s after the fault (drain timeout 30 s)"
+    assert worker.events("worker_stopped")[0]["exit_code"] == 1
+    p0 = [i for i in delivered if not i.startswith("p1-")]
+    p1 = {i for i in delivered if i.startswith("p1-")}
+    assert p0 == ["ok-0"]  # the record after the stuck one never overtook it
+    assert 0 < len(p1) < 200  # partition 1 was cut off mid-stream
+    # Each partition committed exactly what was done: partition 0 up to the record whose
+    # dead letter could not be written, partition 1 what the stand-in accepted.
+    assert committed_offsets(kafka_bootstrap, group, topic) == {0: 1, 1: len(p1)}
+
+
+def test_fatal_kafka_error_stops_the_worker_promptly_and_loses_nothing(
+    kafka_bootstrap: str, make_topic: MakeTopic, spawn_worker: Any
+) -> None:
+    # A static member fenced by a newer one with the same group.instance.id is a fatal
+    # consumer error in librdkafka: the first worker must exit 1 at once, the second
+    # must deliver everything.
+    topic = make_topic(partitions=2, prefix="fenced")
+    dlq = make_topic(prefix="dlq")
+    total = 300
+    produce(kafka_bootstrap, topic, numbered(total, prefix="fe", keys=10))
+    group = group_name()
+    with running_stub(latency_ms=20) as stub:
+        env = worker_env(
+            kafka_bootstrap,
+            [topic],
+            dlq,
+            stub.url,
+            group,
+            KAFKA_CONFIG_GROUP_INSTANCE_ID=f"static-{uuid.uuid4().hex[:8]}",
+            WORKER_DRAIN_TIMEOUT="30",
+        )
+        first = spawn_worker(env, name="first")
+        wait_until(lambda: len(stub.bodies()) >= 20, 60, "20 accepted")
+        # Every lane of the first worker is now mid-retry: a clean drain would take 30 s.
+        stub.set_faults(error_rate=1.0, error_status=503)
+        second = spawn_worker(env, name="second")
+        first.wait_for_log("kafka_fatal_error", timeout=60)
+        fault_seen = time.monotonic()
+        code = first.wait(timeout=60)
+        exit_after = time.monotonic() - fault_seen
+        stub.clear_faults()
+        wait_all_accepted(stub, total)
+        wait_committed(kafka_bootstrap, group, topic)
+        ids = accepted_ids(stub)
+        assert second.stop() == 0
+    assert code == 1, first.tail()
+    assert exit_after < 8, f"exit {exit_after:.1f}s after the fault (drain timeout 30 s)"
+    assert "fenced" in first.events("kafka_fatal_error")[0]["reason"]
+    assert set(ids) == {f"fe-{i}" for i in range(total)}
 
 
 def test_backlog_stays_within_the_in_flight_bound(

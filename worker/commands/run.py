@@ -61,6 +61,7 @@ async def _main(settings: Settings, pipeline: object) -> int:
     from worker.deadletter import DeadLetterWriter  # noqa: PLC0415
     from worker.flow import FlowLimits  # noqa: PLC0415
     from worker.intake import IntakeThread, Listener  # noqa: PLC0415
+    from worker.metrics import Metrics  # noqa: PLC0415
     from worker.observe import HealthServer  # noqa: PLC0415
     from worker.ometria import OmetriaClient  # noqa: PLC0415
     from worker.pipeline import Pipeline  # noqa: PLC0415
@@ -81,15 +82,18 @@ async def _main(settings: Settings, pipeline: object) -> int:
             start_at_earliest=s.auto_offset_reset == "earliest",
         )
 
+    metrics = Metrics()
     worker = Worker(
         s,
         pipeline,
         intake=intake,
+        metrics=metrics,
         sink=DeadLetterWriter(
             s.producer_config(),
             s.dlq_topic,
             truncate_bytes=s.dlq_truncate_bytes,
             give_up_after=s.dlq_timeout,
+            on_failure=metrics.dlq_write_failed,
         ),
         sender=OmetriaClient(
             s.base_url,
@@ -115,13 +119,13 @@ async def _main(settings: Settings, pipeline: object) -> int:
         health = worker.health()
         return (200 if health["ready"] else 503, "application/json", orjson.dumps(health))
 
-    def metrics() -> tuple[int, str, bytes]:
-        return (200, "text/plain; version=0.0.4", worker.metrics.render().encode())
+    def scrape() -> tuple[int, str, bytes]:
+        return (200, "text/plain; version=0.0.4", metrics.render().encode())
 
     server = HealthServer(
         settings.http_host,
         settings.http_port,
-        {"/livez": livez, "/readyz": readyz, "/metrics": metrics},
+        {"/livez": livez, "/readyz": readyz, "/metrics": scrape},
     )
     try:
         await server.start()
