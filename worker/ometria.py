@@ -5,16 +5,15 @@ translated here, at the edge, into an :class:`Answer` with ``status=None``, an e
 and a detail that keeps the real cause, so that :mod:`worker.retry` classifies plain
 values and never an httpx type, and an operator reads what went wrong:
 
-=============  ==================================================================
-``tls``        the TLS handshake failed: ``certificate verify failed: …`` and the like
-``dns``        the host name did not resolve
-``connect``    no connection: ``connection refused``, network unreachable, …
-``timeout``    ``connect timeout``, ``read timeout`` (or write, pool), or the attempt's
-``reset``      the connection broke mid-request (reset, server disconnected)
-``protocol``   the server spoke something else than HTTP/1.1
-``unexpected`` an exception no network trouble explains: a bug; :attr:`Answer.exception`
-               keeps it for its traceback
-=============  ==================================================================
+- ``tls``: the TLS handshake failed (``certificate verify failed: …`` and the like);
+- ``dns``: the host name did not resolve;
+- ``connect``: no connection (``connection refused``, network unreachable, …);
+- ``timeout``: ``connect timeout``, ``read timeout`` (or write, pool) with the limit that
+  expired, or ``attempt timeout``;
+- ``reset``: the connection broke mid-request (reset, server disconnected);
+- ``protocol``: the server spoke something else than HTTP/1.1;
+- ``unexpected``: an exception no network trouble explains, a bug; the answer keeps it
+  (:attr:`Answer.exception`) for its traceback.
 
 The cause is read from the exception chain, not from the outer httpx type: httpx-aiohttp
 maps every aiohttp connection error (certificate, DNS, refused, disconnected) to
