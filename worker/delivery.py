@@ -26,6 +26,16 @@ log = structlog.get_logger("worker.delivery")
 #: A retry streak is logged when it starts and then every this many attempts.
 STREAK_LOG_EVERY = 10
 
+#: Transient failures that an operator (or a developer) must fix: logged at error level.
+#: A certificate failure is still retried, not dead-lettered nor fatal: a CA bundle or a
+#: proxy's certificate fixed in place heals it, and no record is lost meanwhile.
+_LOUD_HINTS = {
+    "tls": "Ometria's certificate is not trusted: set OMETRIA_TLS_VERIFY to the CA bundle"
+    " that signed it; retrying until then",
+    "unexpected": "a bug in ometria-worker, not network trouble: retrying with backoff;"
+    " please report it with the traceback of the unexpected_error line",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -59,6 +69,9 @@ class Deliverer:
         self.rate = rate or RateLimiter(enabled=False)
         self.metrics = metrics
         self._rng = rng or random.Random()
+        # True from an unexpected error's traceback until the next delivery: one traceback
+        # per outage, however many records fail alike meanwhile.
+        self._unexpected_logged = False
 
     async def deliver(self, mapped: Mapped) -> tuple[Failure | None, int]:
         """Deliver ``mapped``; returns (None, attempts) or (the permanent failure, attempts)."""
@@ -67,6 +80,7 @@ class Deliverer:
         started = time.monotonic()
         attempts = 0
         failures = 0  # transient failures in a row, for the backoff exponent
+        unexpected = False  # whether an unexpected error hit this record already
         while True:
             probe = await self.gate.wait()
             await self.rate.acquire()
@@ -77,7 +91,7 @@ class Deliverer:
             finally:
                 self.limiter.release()
             attempts += 1
-            metrics.observe_answer(answer.status, time.monotonic() - sent)
+            metrics.observe_answer(answer.status, time.monotonic() - sent, answer.error)
             decision = classify(answer.status, answer.retry_after, now=time.time())
             verdict = decision.verdict
 
@@ -97,6 +111,7 @@ class Deliverer:
             metrics.auth_failing = self.gate.auth_failing
 
             if verdict is Verdict.DONE:
+                self._unexpected_logged = False
                 self.limiter.on_success()
                 self.rate.on_success()
                 if failures:
@@ -108,6 +123,17 @@ class Deliverer:
 
             failures += 1
             metrics.retries += 1
+            if answer.exception is not None:
+                # The traceback once: not per attempt, nor per record of the same outage.
+                if not unexpected and not self._unexpected_logged:
+                    self._unexpected_logged = True
+                    log.error(
+                        "unexpected_error",
+                        error_detail=answer.error_detail,
+                        schema=mapped.schema,
+                        exc_info=answer.exception,
+                    )
+                unexpected = True
             if verdict is Verdict.THROTTLE:
                 self.limiter.on_backpressure()
                 self.rate.on_throttle()
@@ -122,15 +148,19 @@ class Deliverer:
                 if decision.retry_after is not None:
                     wait = max(wait, min(decision.retry_after, policy.retry_after_max))
             if failures == 1 or failures % STREAK_LOG_EVERY == 0:
-                log.warning(
-                    "retrying",
-                    status=answer.status,
-                    error=answer.error,
-                    error_detail=answer.error_detail or None,
-                    failures=failures,
-                    wait_s=round(wait, 3),
-                    schema=mapped.schema,
-                )
+                fields = {
+                    "status": answer.status,
+                    "error": answer.error,
+                    "error_detail": answer.error_detail or None,
+                    "failures": failures,
+                    "wait_s": round(wait, 3),
+                    "schema": mapped.schema,
+                }
+                hint = _LOUD_HINTS.get(answer.error or "")
+                if hint is None:
+                    log.warning("retrying", **fields)
+                else:
+                    log.error("retrying", **fields, action=hint)
             if policy.deadline is not None and (
                 time.monotonic() - started + wait > policy.deadline
             ):
