@@ -7,6 +7,7 @@ whose ``repr`` and ``str`` never show the value.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, TypeVar, cast
 from urllib.parse import urlsplit
+
+from worker.settings_rules import RESERVED_KAFKA_KEYS, is_secret_name
 
 T = TypeVar("T")
 
@@ -23,29 +26,6 @@ LogFormat = Literal["auto", "json", "console"]
 
 #: librdkafka settings pass through as KAFKA_CONFIG_<KEY>, dots written as underscores.
 KAFKA_PASSTHROUGH_PREFIX: Final = "KAFKA_CONFIG_"
-
-#: librdkafka keys whose values are secrets (never logged).
-_SECRET_KAFKA_KEYS: Final = frozenset(
-    {
-        "sasl.password",
-        "sasl.oauthbearer.client.secret",
-        "ssl.key.password",
-        "ssl.key.pem",
-        "ssl.keystore.password",
-        "sasl.oauthbearer.config",
-    }
-)
-
-#: Settings the worker owns itself; a pass-through may not override them.
-_RESERVED_KAFKA_KEYS: Final = frozenset(
-    {
-        "bootstrap.servers",
-        "group.id",
-        "enable.auto.commit",
-        "enable.auto.offset.store",
-        "auto.commit.interval.ms",
-    }
-)
 
 
 class ConfigError(Exception):
@@ -177,6 +157,52 @@ class Settings:
                 conf[key] = value
         return conf
 
+    def transport_warnings(self) -> list[str]:
+        """Why the transport to Ometria or Kafka is unsafe, one sentence each (none: safe).
+
+        ``run`` logs each as a warning at start-up and ``check`` prints each as a WARN
+        line: these settings are legitimate in a test bed and dangerous anywhere else.
+        """
+        warnings: list[str] = []
+        if self.tls_verify is False:
+            warnings.append(
+                "OMETRIA_TLS_VERIFY is false: Ometria's certificate is not checked, so anyone"
+                " on the path can pose as Ometria and read the credentials and events; give"
+                " the path of a CA bundle instead"
+            )
+        parts = urlsplit(self.base_url)
+        if self.auth is not None and parts.scheme == "http" and not _loopback(parts.hostname):
+            warnings.append(
+                f"OMETRIA_BASE_URL is plain http:// to {parts.hostname}, not a loopback"
+                " address: OMETRIA_KEY and OMETRIA_SECRET travel readable by anyone on the"
+                " path; use https://"
+            )
+        extra = {k: v for k, v in self.kafka_extra.items() if isinstance(v, str)}
+        if extra.get("enable.ssl.certificate.verification", "").lower() in ("false", "0"):
+            warnings.append(
+                "KAFKA_CONFIG_ENABLE_SSL_CERTIFICATE_VERIFICATION is false: the brokers'"
+                " certificates are not checked; set KAFKA_CONFIG_SSL_CA_LOCATION instead"
+            )
+        if extra.get("ssl.endpoint.identification.algorithm", "").lower() == "none":
+            warnings.append(
+                "KAFKA_CONFIG_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM is none: the brokers'"
+                " certificates are not checked against their host names"
+            )
+        mechanism = extra.get("sasl.mechanism", extra.get("sasl.mechanisms", ""))
+        brokers = [
+            b.strip().rsplit(":", 1)[0].strip("[]") for b in self.bootstrap_servers.split(",")
+        ]
+        if (
+            extra.get("security.protocol", "").lower() == "sasl_plaintext"
+            and mechanism.upper() == "PLAIN"
+            and not all(_loopback(host) for host in brokers)
+        ):
+            warnings.append(
+                "KAFKA_CONFIG_SECURITY_PROTOCOL is SASL_PLAINTEXT with the PLAIN mechanism:"
+                " the Kafka password travels readable by anyone on the path; use SASL_SSL"
+            )
+        return warnings
+
     def redacted(self) -> dict[str, object]:
         """The settings as a dict fit for a log line: secrets masked."""
         out: dict[str, object] = {}
@@ -288,6 +314,18 @@ class Settings:
         return settings
 
 
+def _loopback(host: str | None) -> bool:
+    """Whether ``host`` (a name or an address) is this machine: localhost, 127/8, ::1."""
+    if host is None:
+        return False
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _reveal(extra: Mapping[str, str | Secret]) -> dict[str, str]:
     return {k: (v.reveal() if isinstance(v, Secret) else v) for k, v in extra.items()}
 
@@ -295,9 +333,24 @@ def _reveal(extra: Mapping[str, str | Secret]) -> dict[str, str]:
 def _base_url(r: _Reader) -> str:
     override = r.text("OMETRIA_BASE_URL", "")
     if override:
-        parts = urlsplit(override)
+        try:
+            parts = urlsplit(override)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            r.problem("OMETRIA_BASE_URL", "must be an http(s) URL such as https://host:port")
+            return ""
         if parts.scheme not in ("http", "https") or not parts.netloc:
             r.problem("OMETRIA_BASE_URL", "must be an http(s) URL such as https://host:port")
+        elif "@" in parts.netloc:
+            # The value is never echoed: it holds a password. Credentials in the URL would
+            # also be shown by every line that names the endpoint, and sent besides the
+            # OMETRIA_KEY pair, which Ometria refuses on every request.
+            r.problem(
+                "OMETRIA_BASE_URL",
+                "must not hold credentials (user:password@host): put them in"
+                " OMETRIA_KEY and OMETRIA_SECRET",
+            )
+            return ""
         return override.rstrip("/")
     domain = r.text("OMETRIA_DOMAIN_KEY", "")
     location = r.text("OMETRIA_LOCATION_KEY", "")
@@ -318,10 +371,10 @@ def _kafka_passthrough(env: Mapping[str, str], r: _Reader) -> dict[str, str | Se
         if not name.startswith(KAFKA_PASSTHROUGH_PREFIX) or name == KAFKA_PASSTHROUGH_PREFIX:
             continue
         key = name[len(KAFKA_PASSTHROUGH_PREFIX) :].lower().replace("_", ".")
-        if key in _RESERVED_KAFKA_KEYS:
+        if key in RESERVED_KAFKA_KEYS:
             r.problem(name, f"sets {key}, which the worker owns; use its own setting")
             continue
-        extra[key] = Secret(value) if key in _SECRET_KAFKA_KEYS else value
+        extra[key] = Secret(value) if is_secret_name(key) else value
     return extra
 
 

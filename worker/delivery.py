@@ -28,6 +28,16 @@ log = structlog.get_logger("worker.delivery")
 #: A retry streak is logged when it starts and then every this many attempts.
 STREAK_LOG_EVERY = 10
 
+#: Transient failures that an operator (or a developer) must fix: logged at error level.
+#: A certificate failure is still retried, not dead-lettered nor fatal: a CA bundle or a
+#: proxy's certificate fixed in place heals it, and no record is lost meanwhile.
+_LOUD_HINTS = {
+    "tls": "Ometria's certificate is not trusted: set OMETRIA_TLS_VERIFY to the CA bundle"
+    " that signed it; retrying until then",
+    "unexpected": "a bug in ometria-worker, not network trouble: retrying with backoff;"
+    " please report it with the traceback of the unexpected_error line",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -67,6 +77,9 @@ class Deliverer:
         self.recovery = recovery or Recovery(clock=clock)
         self.metrics = metrics
         self._rng = rng or random.Random()
+        # True from an unexpected error's traceback until the next delivery: one traceback
+        # per outage, however many records fail alike meanwhile.
+        self._unexpected_logged = False
 
     async def deliver(self, mapped: Mapped) -> tuple[Failure | None, int]:
         """Deliver ``mapped``; returns (None, attempts) or (the permanent failure, attempts)."""
@@ -77,6 +90,7 @@ class Deliverer:
         started = clock()
         attempts = 0
         failures = 0  # transient failures in a row, for the backoff exponent
+        unexpected = False  # whether an unexpected error hit this record already
         while True:
             probe = await gate.wait()
             await self.rate.acquire()
@@ -92,7 +106,7 @@ class Deliverer:
                 self.limiter.release()
             attempts += 1
             rtt = clock() - sent
-            metrics.observe_answer(answer.status, rtt)
+            metrics.observe_answer(answer.status, rtt, answer.error)
             decision = classify(answer.status, answer.retry_after, now=self._wall_clock())
             verdict = decision.verdict
             if verdict is not Verdict.THROTTLE:
@@ -118,6 +132,7 @@ class Deliverer:
                 if outage is not None:
                     log.info("ometria_recovered", outage_s=round(outage, 3))
             if verdict is Verdict.DONE:
+                self._unexpected_logged = False
                 self.rate.on_success()
                 if failures:
                     log.info("retry_streak_ended", attempts=attempts, schema=mapped.schema)
@@ -128,6 +143,17 @@ class Deliverer:
 
             failures += 1
             metrics.retries += 1
+            if answer.exception is not None:
+                # The traceback once: not per attempt, nor per record of the same outage.
+                if not unexpected and not self._unexpected_logged:
+                    self._unexpected_logged = True
+                    log.error(
+                        "unexpected_error",
+                        error_detail=answer.error_detail,
+                        schema=mapped.schema,
+                        exc_info=answer.exception,
+                    )
+                unexpected = True
             if verdict is Verdict.THROTTLE:
                 self.limiter.on_backpressure()
                 self.rate.on_throttle()
@@ -143,15 +169,19 @@ class Deliverer:
                 if decision.retry_after is not None:
                     wait = max(wait, min(decision.retry_after, policy.retry_after_max))
             if failures == 1 or failures % STREAK_LOG_EVERY == 0:
-                log.warning(
-                    "retrying",
-                    status=answer.status,
-                    error=answer.error,
-                    error_detail=answer.error_detail or None,
-                    failures=failures,
-                    wait_s=round(wait, 3),
-                    schema=mapped.schema,
-                )
+                fields = {
+                    "status": answer.status,
+                    "error": answer.error,
+                    "error_detail": answer.error_detail or None,
+                    "failures": failures,
+                    "wait_s": round(wait, 3),
+                    "schema": mapped.schema,
+                }
+                hint = _LOUD_HINTS.get(answer.error or "")
+                if hint is None:
+                    log.warning("retrying", **fields)
+                else:
+                    log.error("retrying", **fields, action=hint)
             if policy.deadline is not None and (clock() - started + wait > policy.deadline):
                 return _exhausted(mapped, answer, attempts, policy.deadline), attempts
             if verdict is Verdict.THROTTLE:

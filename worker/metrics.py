@@ -63,6 +63,7 @@ class Metrics:
         self.retries = 0
         self.throttled = 0
         self.answers: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
         self.commit_failures = 0
         self.commits = 0
         self.dlq_write_failures = 0
@@ -78,10 +79,13 @@ class Metrics:
         self.delivery_seconds = Histogram()
         self.collectors: list[Callable[[], None]] = []
 
-    def observe_answer(self, status: int | None, seconds: float) -> None:
-        """Count one HTTP attempt by status class and time it."""
+    def observe_answer(self, status: int | None, seconds: float, error: str | None = None) -> None:
+        """Count one HTTP attempt by status class (and, without an answer, by the error
+        kind of :class:`worker.ometria.Answer`) and time it."""
         cls = _status_class(status)
         self.answers[cls] = self.answers.get(cls, 0) + 1
+        if error is not None:
+            self.errors[error] = self.errors.get(error, 0) + 1
         self.attempt_seconds.observe(seconds)
 
     def dlq_write_failed(self) -> None:
@@ -145,6 +149,14 @@ class Metrics:
             "Ometria answers by status class.",
             [(f'{{status_class="{c}"}}', n) for c, n in sorted(self.answers.items())]
             or [('{status_class="2xx"}', 0)],
+        )
+        metric(
+            "delivery_errors_total",
+            "counter",
+            "Attempts that got no HTTP answer, by kind: tls, dns, connect, timeout, reset,"
+            " protocol, or unexpected (an exception no network trouble explains: a bug).",
+            [(f'{{kind="{k}"}}', n) for k, n in sorted(self.errors.items())]
+            or [('{kind="unexpected"}', 0)],
         )
         metric("commits_total", "counter", "Offset commits acknowledged.", [("", self.commits)])
         metric(

@@ -3,7 +3,9 @@
 Logs are structlog events rendered as JSON lines (orjson) on stdout, or as readable
 console lines when stdout is a terminal (``WORKER_LOG_FORMAT=auto``). Secrets never
 reach a log line: settings are logged only through :meth:`Settings.redacted`, and a
-last processor masks any value whose key names a secret.
+last processor masks any value whose key names a secret, by the rule the settings use
+(:func:`worker.settings_rules.is_secret_name`: ``client_secret``, ``sasl_password``,
+``access_token``, ``api_key``…), in nested dicts too.
 
 The health server is a tiny asyncio HTTP/1.1 responder for ``/livez``, ``/readyz`` and
 ``/metrics``: scrapes and probes are a few a second, so no framework is needed.
@@ -21,17 +23,29 @@ from typing import Any
 import orjson
 import structlog
 
-_SECRET_WORDS = ("secret", "password", "authorization", "token", "api_key")
+from worker.settings_rules import is_secret_name
 
 
 def _mask_secrets(
     _logger: object, _name: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    for key in list(event_dict):
-        lowered = key.lower()
-        if any(word in lowered for word in _SECRET_WORDS):
+    for key, value in list(event_dict.items()):
+        if isinstance(key, str) and is_secret_name(key):
             event_dict[key] = "***"
+        elif isinstance(value, dict):
+            event_dict[key] = _masked(value)
     return event_dict
+
+
+def _masked(mapping: dict[Any, Any]) -> dict[Any, Any]:
+    """A copy of ``mapping`` with secret-named values masked (the caller's dict is left
+    alone: it may be the worker's own state)."""
+    return {
+        key: "***"
+        if isinstance(key, str) and is_secret_name(key)
+        else (_masked(value) if isinstance(value, dict) else value)
+        for key, value in mapping.items()
+    }
 
 
 def _orjson_dumps(obj: Any, default: Callable[[Any], Any] | None = None) -> str:

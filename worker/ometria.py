@@ -1,15 +1,32 @@
 """The HTTP client for Ometria's ``/api/track`` and ``/api/query``; the only one that knows httpx.
 
 One shared connection pool with keep-alive serves every lane. Library errors are
-translated here, at the edge, into an :class:`Answer` with ``status=None`` and an error
-kind, so that :mod:`worker.retry` classifies plain values and never an httpx type.
+translated here, at the edge, into an :class:`Answer` with ``status=None``, an error kind
+and a detail that keeps the real cause, so that :mod:`worker.retry` classifies plain
+values and never an httpx type, and an operator reads what went wrong:
+
+- ``tls``: the TLS handshake failed (``certificate verify failed: …`` and the like);
+- ``dns``: the host name did not resolve;
+- ``connect``: no connection (``connection refused``, network unreachable, …);
+- ``timeout``: ``connect timeout``, ``read timeout`` (or write, pool) with the limit that
+  expired, or ``attempt timeout``;
+- ``reset``: the connection broke mid-request (reset, server disconnected);
+- ``protocol``: the server spoke something else than HTTP/1.1;
+- ``unexpected``: an exception no network trouble explains, a bug; the answer keeps it
+  (:attr:`Answer.exception`) for its traceback.
+
+The cause is read from the exception chain, not from the outer httpx type: httpx-aiohttp
+maps every aiohttp connection error (certificate, DNS, refused, disconnected) to
+``httpx.ConnectTimeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,7 +35,7 @@ import orjson
 
 from worker import __version__
 
-ErrorKind = Literal["connect", "timeout", "reset", "protocol", "other"]
+ErrorKind = Literal["tls", "dns", "connect", "timeout", "reset", "protocol", "unexpected"]
 
 #: How much of an error body goes into a dead letter's detail.
 BODY_START_BYTES = 512
@@ -39,6 +56,8 @@ class Answer:
     body: bytes = b""
     error: ErrorKind | None = None
     error_detail: str = ""
+    #: The exception behind an ``unexpected`` error, for its traceback (None otherwise).
+    exception: BaseException | None = None
 
     @property
     def body_start(self) -> bytes:
@@ -53,6 +72,10 @@ class OmetriaClient:
     pre-built headers: the ``AsyncClient`` layer above it (URL merging, auth flows,
     cookies, redirects, event hooks) does nothing this client needs and cost ~40 % of the
     CPU per request (docs/performance.md). Basic auth is one pre-computed header.
+
+    ``transport`` names the transport to build (``"aiohttp"``, ``"httpx"``) or is any
+    ``httpx.AsyncBaseTransport`` to use as it is, e.g. ``httpx.MockTransport(handler)``
+    in tests.
     """
 
     def __init__(
@@ -65,16 +88,26 @@ class OmetriaClient:
         read_timeout: float = 10.0,
         attempt_timeout: float = 15.0,
         verify: bool | str = True,
-        transport: Literal["aiohttp", "httpx"] = "aiohttp",
+        transport: Literal["aiohttp", "httpx"] | httpx.AsyncBaseTransport = "aiohttp",
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._attempt_timeout = attempt_timeout
+        # A timeout's detail names the limit that expired, which an operator can then raise.
+        self._limits = {
+            "connect timeout": connect_timeout,
+            "read timeout": read_timeout,
+            "write timeout": read_timeout,
+            "attempt timeout": attempt_timeout,
+        }
         verify_arg: bool | ssl.SSLContext = (
             ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
         )
         if verify_arg is True:
             verify_arg = ssl.create_default_context()
-        if transport == "aiohttp":
+        self._transport: httpx.AsyncBaseTransport
+        if isinstance(transport, httpx.AsyncBaseTransport):
+            self._transport = transport
+        elif transport == "aiohttp":
             self._transport = _aiohttp_transport(concurrency, verify_arg, connect_timeout)
         else:
             self._transport = httpx.AsyncHTTPTransport(
@@ -120,28 +153,18 @@ class OmetriaClient:
             headers=self._headers,
             extensions=self._extensions,
         )
+        deadline = asyncio.timeout(self._attempt_timeout)
         try:
-            async with asyncio.timeout(self._attempt_timeout):
+            async with deadline:
                 response = await self._transport.handle_async_request(request)
                 try:
                     # Read the body inside the timeout: a server may stall mid-body.
                     content = await response.aread()
                 finally:
                     await response.aclose()
-        except TimeoutError:
-            return Answer(None, error="timeout", error_detail="attempt timed out")
-        except httpx.TimeoutException as exc:
-            return Answer(None, error="timeout", error_detail=type(exc).__name__)
-        except httpx.ConnectError as exc:
-            return Answer(None, error="connect", error_detail=_short(exc))
-        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
-            return Answer(None, error="reset", error_detail=_short(exc))
-        except httpx.TransportError as exc:
-            return Answer(None, error="protocol", error_detail=_short(exc))
-        except OSError as exc:  # aiohttp surfaces some socket errors as plain OSError
-            return Answer(None, error="connect", error_detail=_short(exc))
-        except Exception as exc:  # noqa: BLE001 - an unmapped aiohttp error is still transient
-            return Answer(None, error="other", error_detail=f"{type(exc).__name__}: {_short(exc)}")
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an Answer
+            expired = isinstance(exc, TimeoutError) and deadline.expired()
+            return self._failed(exc, attempt_expired=expired)
         return Answer(
             response.status_code,
             retry_after=response.headers.get("retry-after"),
@@ -166,6 +189,112 @@ class OmetriaClient:
     async def aclose(self) -> None:
         """Close the pool."""
         await self._transport.aclose()
+
+    def _failed(self, exc: Exception, *, attempt_expired: bool) -> Answer:
+        """The :class:`Answer` for an attempt that raised ``exc``."""
+        known: tuple[ErrorKind, str] | None = (
+            ("timeout", "attempt timeout") if attempt_expired else _network_error(exc)
+        )
+        if known is None:
+            return Answer(
+                None,
+                error="unexpected",
+                error_detail=f"{type(exc).__name__}: {_short(exc)}",
+                exception=exc,
+            )
+        kind, detail = known
+        limit = self._limits.get(detail) if kind == "timeout" else None
+        if limit is not None:
+            detail = f"{detail} ({limit:g}s)"
+        return Answer(None, error=kind, error_detail=detail)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or during, outermost first."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 16:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _network_error(exc: Exception) -> tuple[ErrorKind, str] | None:
+    """(kind, detail) for network trouble, or None when nothing in the chain is network
+    trouble (then it is a bug).
+
+    A timeout anywhere in the chain wins (the chain of a timeout may also hold what the
+    TLS layer was doing when it was cancelled). Then standard-library causes, the truth
+    under both transports' wrappers; then aiohttp's and httpx's own types.
+    """
+    chain = list(_causes(exc))
+    if any(isinstance(cause, TimeoutError) for cause in chain):
+        phase = next(filter(None, map(_timeout_phase, chain)), "")
+        return "timeout", f"{phase} timeout".strip()
+    for cause in chain:
+        if type(cause).__module__.startswith("aiohttp"):
+            continue  # some subclass ssl or OS errors without their fields; the cause follows
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return "tls", f"certificate verify failed: {cause.verify_message}"
+        if isinstance(cause, ssl.SSLError) and not isinstance(
+            cause, (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+        ):
+            return "tls", f"TLS handshake failed: {cause.reason or _short(cause)}"
+        if isinstance(cause, socket.gaierror):
+            return "dns", f"DNS lookup failed: {cause.strerror or _short(cause)}"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connect", "connection refused"
+        if isinstance(cause, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+            return "reset", f"connection reset: {cause.strerror or _short(cause)}"
+    for cause in chain:
+        if type(cause).__module__.startswith("aiohttp"):
+            return _aiohttp_error(cause)
+    if isinstance(exc, httpx.ConnectError):
+        return "connect", _short(exc)
+    if isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)):
+        return "reset", _short(exc)
+    if isinstance(exc, httpx.TransportError):
+        return "protocol", _short(exc)
+    if isinstance(exc, OSError):
+        return "connect", _short(exc)
+    return None
+
+
+def _timeout_phase(exc: BaseException) -> str | None:
+    """Which limit a timeout exception stands for (connect, read, write, pool), if it says."""
+    if isinstance(exc, httpx.TimeoutException):
+        return {
+            httpx.ConnectTimeout: "connect",
+            httpx.ReadTimeout: "read",
+            httpx.WriteTimeout: "write",
+            httpx.PoolTimeout: "pool",
+        }.get(type(exc))
+    if type(exc).__module__.startswith("aiohttp"):
+        import aiohttp  # noqa: PLC0415 - only the aiohttp transport raises these
+
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return "connect"
+        if isinstance(exc, aiohttp.SocketTimeoutError):
+            return "read"
+    return None
+
+
+def _aiohttp_error(exc: BaseException) -> tuple[ErrorKind, str] | None:
+    """(kind, detail) of an aiohttp exception, by aiohttp's own types (httpx-aiohttp's
+    mapping calls most of them ``ConnectTimeout``)."""
+    import aiohttp  # noqa: PLC0415 - only the aiohttp transport raises these
+
+    if isinstance(exc, (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch)):
+        return "tls", _short(exc)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "connect", exc.os_error.strerror or _short(exc.os_error)
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
+        return "reset", _short(exc)
+    if isinstance(exc, aiohttp.ClientOSError):
+        return "connect", exc.strerror or _short(exc)
+    if isinstance(exc, aiohttp.ClientError):
+        return "protocol", _short(exc)
+    return None
 
 
 def _short(exc: BaseException) -> str:

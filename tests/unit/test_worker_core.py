@@ -331,7 +331,9 @@ def test_a_partition_stuck_outside_the_workers_view_is_reported_and_unstuck() ->
 
 def test_after_an_outage_every_waiting_record_flows_within_two_seconds_of_recovery() -> None:
     async def scenario() -> tuple[float, float, int]:
-        h = Harness(partitions={"t": 4}, ordering="key", retry_base=0.2, retry_cap=30.0)
+        h = Harness(
+            partitions={"t": 4}, ordering="key", concurrency=64, retry_base=0.2, retry_cap=30.0
+        )
         loop = asyncio.get_running_loop()
         back_at = 20.0
 

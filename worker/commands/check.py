@@ -4,7 +4,11 @@ It reads the same environment as ``run`` and prints one line per check, ``ok`` o
 ``FAIL`` (each failure says what to fix), or ``skip`` when an earlier failure makes a
 check meaningless:
 
-1. settings: as ``run`` validates them (invalid: the same message as ``run``, exit 2);
+1. settings: as ``run`` validates them (invalid: the same message as ``run``, exit 2),
+   then one ``WARN`` line per unsafe transport setting that ``run`` warns about too
+   (``OMETRIA_TLS_VERIFY=false``, Basic credentials over plain http to a host that is
+   not loopback, Kafka certificate checks off, SASL PLAIN in clear); a warning does not
+   change the exit status;
 2. schemas: the built-ins and ``WORKER_SCHEMA_DIRS`` load and compile;
 3. broker: an admin client, with the worker's connection settings and ``KAFKA_CONFIG_*``
    (TLS, SASL), lists the cluster's topics within ``--timeout``;
@@ -16,7 +20,9 @@ check meaningless:
    authorised operations (``DescribeTopics``); a broker that reports none (no
    authoriser, or Kafka before 2.3) passes with a note;
 6. Ometria: a harmless ``POST /api/query`` asking for no element, with the worker's URL
-   and credentials: 2xx passes; 401/403 means refused credentials.
+   and credentials: 2xx passes; 401/403 means refused credentials; no answer names its
+   cause (certificate verify failed, DNS lookup failed, connection refused, connect or
+   read timeout) and what to check for it.
 
 Not checked: the consumer group's READ permission (the group may not exist yet), and
 whether the idempotent producer may write (``IDEMPOTENT_WRITE`` on old clusters).
@@ -29,6 +35,7 @@ import argparse
 import asyncio
 import os
 import sys
+import traceback
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -56,6 +63,21 @@ _CONSUMER_ONLY: Final = frozenset(
         "fetch.max.bytes",
     }
 )
+
+#: What to check when Ometria gave no answer, by the error kind of the attempt.
+_UNREACHABLE_FIXES: Final = {
+    "tls": "the server's certificate is not trusted: set OMETRIA_TLS_VERIFY to the CA"
+    " bundle that signed it (a proxy's CA, say), never to false outside a test bed",
+    "dns": "check the host name in OMETRIA_BASE_URL (or OMETRIA_DOMAIN_KEY/"
+    "OMETRIA_LOCATION_KEY) and the DNS of this machine",
+    "connect": "check OMETRIA_BASE_URL (or OMETRIA_DOMAIN_KEY/OMETRIA_LOCATION_KEY) and"
+    " that the network lets this machine connect there",
+    "timeout": "check that the network (firewall, network policy, proxy) lets this machine"
+    " reach OMETRIA_BASE_URL (or the OMETRIA_DOMAIN_KEY/OMETRIA_LOCATION_KEY host)",
+    "reset": "the connection broke: check OMETRIA_BASE_URL and any proxy between",
+    "protocol": "the server does not speak HTTP/1.1 as Ometria does: check OMETRIA_BASE_URL",
+    "unexpected": "a bug in ometria-worker, not network trouble: please report it",
+}
 
 #: The smallest query Ometria's documentation allows: JSON, no element wanted.
 PROBE_QUERY: Final = {"format": "json", "elements": []}
@@ -89,6 +111,9 @@ class _Report:
     def skip(self, text: str) -> None:
         print(f"skip {text}", flush=True)
 
+    def warn(self, text: str) -> None:
+        print(f"WARN {text}", flush=True)
+
 
 def run(args: argparse.Namespace) -> int:
     """Run every check; see the module docstring for the exit status."""
@@ -105,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     report = _Report()
     report.ok("settings valid")
+    for warning in settings.transport_warnings():
+        report.warn(warning)
     _check_schemas(settings, envelope, report)
     _check_kafka(settings, args.timeout, report)
     _check_ometria(settings, args.timeout, report)
@@ -273,10 +300,10 @@ def _check_ometria(settings: Settings, timeout: float, report: _Report) -> None:
     status: int | None = answer.status
     if status is None:
         why = answer.error_detail or answer.error
-        report.fail(
-            f"ometria: cannot reach {url} ({why}): check OMETRIA_BASE_URL (or"
-            " OMETRIA_DOMAIN_KEY/OMETRIA_LOCATION_KEY) and the network"
-        )
+        fix = _UNREACHABLE_FIXES.get(answer.error or "", _UNREACHABLE_FIXES["connect"])
+        report.fail(f"ometria: cannot reach {url} ({answer.error}: {why}): {fix}")
+        if answer.exception is not None:
+            traceback.print_exception(answer.exception, file=sys.stderr)
     elif 200 <= status < 300:
         how = "credentials accepted" if settings.auth else "no credentials: IP restriction"
         report.ok(f"ometria {url} answered a test query with {status} ({how})")

@@ -141,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"{_PROG}: {exc}", file=sys.stderr)
         return 2
+    for warning in settings.transport_warnings():
+        print(f"{_PROG}: warning: {warning}", file=sys.stderr)
     return asyncio.run(_send(settings, body))
 
 

@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"ometria-worker: broken schema: {exc}", file=sys.stderr)
         return 2
     log.info("settings", **settings.redacted())
+    for warning in settings.transport_warnings():
+        log.warning("unsafe_transport", problem=warning)
     return asyncio.run(_main(settings, pipeline))
 
 

@@ -84,8 +84,54 @@ float64, and toString would print 1000000 as "1e+06": whole numbers are printed 
 {{- end }}
 
 {{/*
+The worker's rules over setting names (which hold secrets, which librdkafka keys it owns),
+as a dict. files/settings-rules.json is a copy of worker/settings_rules.py, which explains
+them; a unit test keeps the two equal.
+*/}}
+{{- define "ometria-worker.rules" -}}
+{{- $rules := .Files.Get "files/settings-rules.json" | fromJson }}
+{{- if not (and $rules.secret $rules.public $rules.reserved) }}
+{{- fail "files/settings-rules.json is missing from the chart or broken: it cannot tell secret settings apart" }}
+{{- end }}
+{{- toJson $rules }}
+{{- end }}
+
+{{/*
+"true" when a setting, variable or key holds a secret by the worker's rule. Takes a dict:
+rules (from "ometria-worker.rules") and name. The name is normalised as the worker does:
+lower case, "_" and "-" as ".".
+*/}}
+{{- define "ometria-worker.isSecret" -}}
+{{- $name := .name | lower | replace "_" "." | replace "-" "." }}
+{{- if and (regexMatch .rules.secret $name) (not (regexMatch .rules.public $name)) }}true{{ end }}
+{{- end }}
+
+{{/* The variable that passes the librdkafka setting in the context through. */}}
+{{- define "ometria-worker.kafkaVariable" -}}
+KAFKA_CONFIG_{{ . | replace "." "_" | upper }}
+{{- end }}
+
+{{/*
+The kafka.config entries that hold a secret (they go to the chart's Secret) or not (the
+ConfigMap), as a dict of variable name to value; the context is a dict: root (the chart's
+context) and secret (true or false).
+*/}}
+{{- define "ometria-worker.kafkaConfig" -}}
+{{- $rules := include "ometria-worker.rules" .root | fromJson }}
+{{- $out := dict }}
+{{- range $key, $value := .root.Values.kafka.config }}
+{{- $isSecret := include "ometria-worker.isSecret" (dict "rules" $rules "name" $key) | empty | not }}
+{{- if eq $isSecret $.secret }}
+{{- $_ := set $out (include "ometria-worker.kafkaVariable" $key) (include "ometria-worker.scalar" $value) }}
+{{- end }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/*
 The chart's Secret data as a dict, only non-empty values: an empty KAFKA_CONFIG_SASL_USERNAME
-would reach librdkafka as a real (empty) setting.
+would reach librdkafka as a real (empty) setting. Secret kafka.config entries come here,
+never to the ConfigMap.
 */}}
 {{- define "ometria-worker.secretData" -}}
 {{- $data := dict }}
@@ -93,6 +139,9 @@ would reach librdkafka as a real (empty) setting.
 {{- with .Values.ometria.secret }}{{ $_ := set $data "OMETRIA_SECRET" . }}{{ end }}
 {{- with .Values.kafka.sasl.username }}{{ $_ := set $data "KAFKA_CONFIG_SASL_USERNAME" . }}{{ end }}
 {{- with .Values.kafka.sasl.password }}{{ $_ := set $data "KAFKA_CONFIG_SASL_PASSWORD" . }}{{ end }}
+{{- range $name, $value := fromYaml (include "ometria-worker.kafkaConfig" (dict "root" . "secret" true)) }}
+{{- if ne (toString $value) "" }}{{ $_ := set $data $name $value }}{{ end }}
+{{- end }}
 {{- toYaml $data }}
 {{- end }}
 
@@ -142,14 +191,50 @@ Cross-field rules. Each failure names the values to change; rendering stops at t
 {{- if and $v.existingSecret (or $v.ometria.key $v.ometria.secret $v.kafka.sasl.username $v.kafka.sasl.password) }}
 {{- fail "existingSecret is set: put OMETRIA_KEY/OMETRIA_SECRET and the SASL credentials in that Secret, not in ometria.key/secret or kafka.sasl" }}
 {{- end }}
-{{- $secretKeys := list "sasl.username" "sasl.password" "sasl.oauthbearer.client.secret" "sasl.oauthbearer.config" "ssl.key.password" "ssl.key.pem" "ssl.keystore.password" }}
-{{- $reservedKeys := list "bootstrap.servers" "group.id" "enable.auto.commit" "enable.auto.offset.store" }}
-{{- range $key, $_ := $v.kafka.config }}
-{{- if has $key $secretKeys }}
-{{- fail (printf "kafka.config.%s is a secret and would land in a ConfigMap: use kafka.sasl or existingSecret (key KAFKA_CONFIG_%s)" $key (upper (replace "." "_" $key))) }}
+{{- if regexMatch "^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@" $v.ometria.baseUrl }}
+{{- fail "ometria.baseUrl must not hold credentials (user:password@host): put them in ometria.key and ometria.secret, or existingSecret" }}
 {{- end }}
-{{- if has $key $reservedKeys }}
+{{- /* The worker's own rules (files/settings-rules.json): the chart refuses what it refuses. */}}
+{{- $rules := include "ometria-worker.rules" . | fromJson }}
+{{- range $key, $value := $v.kafka.config }}
+{{- $variable := include "ometria-worker.kafkaVariable" $key }}
+{{- if has $key $rules.reserved }}
 {{- fail (printf "kafka.config.%s is set by the worker itself and cannot be passed through" $key) }}
+{{- end }}
+{{- /* An empty secret is no secret: like kafka.sasl.password "", it sets nothing. */}}
+{{- if and $v.existingSecret (ne (toString $value) "") (include "ometria-worker.isSecret" (dict "rules" $rules "name" $key)) }}
+{{- fail (printf "kafka.config.%s is a secret and existingSecret is set: put %s in that Secret instead" $key $variable) }}
+{{- end }}
+{{- if or (and (eq $key "sasl.username") $v.kafka.sasl.username) (and (eq $key "sasl.password") $v.kafka.sasl.password) }}
+{{- fail (printf "kafka.config.%s and kafka.%s both set %s: keep one" $key $key $variable) }}
+{{- end }}
+{{- end }}
+{{- range $v.extraEnv }}
+{{- $name := .name | default "" }}
+{{- if and (hasKey . "value") (include "ometria-worker.isSecret" (dict "rules" $rules "name" $name)) }}
+{{- fail (printf "extraEnv %s holds a secret as a plain value, which anyone reading the Deployment sees: use valueFrom.secretKeyRef, or kafka.config (secrets go to the chart's Secret), or existingSecret" $name) }}
+{{- end }}
+{{- if hasPrefix "KAFKA_CONFIG_" $name }}
+{{- $key := trimPrefix "KAFKA_CONFIG_" $name | lower | replace "_" "." }}
+{{- if has $key $rules.reserved }}
+{{- fail (printf "extraEnv %s sets %s, which the worker sets itself (the pod would not start)" $name $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $volumes := list "tmp" }}
+{{- if $v.schemas.files }}{{ $volumes = append $volumes "schemas" }}{{ end }}
+{{- range $v.extraVolumes }}
+{{- if has .name $volumes }}
+{{- fail (printf "extraVolumes: the name %q is taken (the chart's volumes: tmp, schemas)" .name) }}
+{{- end }}
+{{- $volumes = append $volumes .name }}
+{{- end }}
+{{- range $v.extraVolumeMounts }}
+{{- if not (has .name $volumes) }}
+{{- fail (printf "extraVolumeMounts: %q mounts no volume: add it to extraVolumes" .name) }}
+{{- end }}
+{{- if or (eq (clean .mountPath) "/tmp") (and $v.schemas.files (eq (clean .mountPath) (clean $v.schemas.mountPath))) }}
+{{- fail (printf "extraVolumeMounts: %s is already mounted by the chart" .mountPath) }}
 {{- end }}
 {{- end }}
 {{- $grace := int (include "ometria-worker.terminationGracePeriodSeconds" .) }}
