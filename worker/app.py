@@ -82,6 +82,7 @@ class Worker:
         self.in_flight = 0
         self.state = "starting"
         self.exit_code = EXIT_OK
+        self.fatal_reason = ""  # why the first fatal stop happened, for the exit line
         self.started_at = time.monotonic()
         self._stopping = False
         self._stop_event: asyncio.Event | None = None
@@ -175,8 +176,9 @@ class Worker:
 
     def stop(self, why: str = "requested", *, fatal: bool = False) -> None:
         """Begin the ordered shutdown (idempotent)."""
-        if fatal:
+        if fatal and self.exit_code != EXIT_FATAL:
             self.exit_code = EXIT_FATAL
+            self.fatal_reason = why
         if self._stopping:
             return
         self._stopping = True
@@ -334,7 +336,7 @@ class Worker:
         """Client-level errors; most are transient (librdkafka reconnects by itself)."""
         if fatal:
             log.error("kafka_fatal_error", code=code, reason=reason)
-            self.stop(f"kafka fatal error {code}", fatal=True)
+            self.stop(f"kafka fatal error {code}: {reason}", fatal=True)
         else:
             log.warning("kafka_error", code=code, reason=reason)
 
@@ -359,11 +361,14 @@ class Worker:
             raise
         except DeadLetterUnavailable as exc:
             log.error("dead_letter_topic_unavailable", error=str(exc))
-            self.stop("dead-letter topic unavailable", fatal=True)
+            self.stop(str(exc), fatal=True)
             await asyncio.Event().wait()  # never done: nothing past it is committed
-        except Exception:
+        except Exception as exc:
             log.exception("record_handling_failed", topic=lanes.topic, partition=lanes.partition)
-            self.stop("unexpected error", fatal=True)
+            # The type only: the message of an unexpected error may quote the event.
+            self.stop(
+                f"unexpected error {type(exc).__name__} (see record_handling_failed)", fatal=True
+            )
             await asyncio.Event().wait()
 
     async def _dead_letter(self, msg: Message, failure: Failure, attempts: int) -> None:

@@ -127,6 +127,12 @@ class SchemaError(Exception):
         self.problems: list[tuple[Path, str]] = list(problems)
         super().__init__("\n".join(f"{path}: {problem}" for path, problem in self.problems))
 
+    def summary(self) -> str:
+        """One line: the first problem, and how many more there are."""
+        path, problem = self.problems[0]
+        more = len(self.problems) - 1
+        return f"{path}: {problem}" + (f" (and {more} more problem(s))" if more else "")
+
 
 class _Problem(Exception):
     """A problem inside one file; :func:`load_file` adds the file name."""

@@ -394,6 +394,11 @@ def test_unwritable_dead_letter_topic_stops_the_worker_without_committing_past(
         delivered = accepted_ids(stub)
     assert code == 1, worker.tail()
     assert worker.events("dead_letter_topic_unavailable")
+    # the last line (stderr, after every log line) says why it stopped
+    assert worker.raw[-1].startswith(
+        "ometria-worker: stopped by a fatal fault: cannot write to dead-letter topic"
+        f" {missing_dlq!r}"
+    ), worker.tail()
     assert delivered == ["ok-0"]  # the record after the stuck one never overtook it
     assert committed_offsets(kafka_bootstrap, group, topic) == {0: 1}
 
