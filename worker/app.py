@@ -103,6 +103,7 @@ class Worker:
         self.in_flight = 0
         self.state = "starting"
         self.exit_code = EXIT_OK
+        self.fatal_reason = ""  # why the first fatal stop happened, for the exit line
         self.started_at = time.monotonic()
         self._stopping = False
         self._stop_event: asyncio.Event | None = None
@@ -199,6 +200,8 @@ class Worker:
         """Begin the ordered shutdown (idempotent). ``fatal``: exit 1, and drain only
         briefly (the module docstring's fatal procedure)."""
         if fatal:
+            if self.exit_code != EXIT_FATAL:
+                self.fatal_reason = why
             self.exit_code = EXIT_FATAL
             # From this moment no lane starts another record.
             for lanes in self.partitions.values():
@@ -365,7 +368,7 @@ class Worker:
         """Client-level errors; most are transient (librdkafka reconnects by itself)."""
         if fatal:
             log.error("kafka_fatal_error", code=code, reason=reason)
-            self.stop(f"kafka fatal error {code}", fatal=True)
+            self.stop(f"kafka fatal error {code}: {reason}", fatal=True)
         else:
             log.warning("kafka_error", code=code, reason=reason)
 
@@ -400,10 +403,11 @@ class Worker:
             raise
         except DeadLetterUnavailable as exc:
             log.error("dead_letter_topic_unavailable", error=str(exc))
-            self._abandon("dead-letter topic unavailable")
-        except Exception:
+            self._abandon(str(exc))
+        except Exception as exc:
             log.exception("record_handling_failed", topic=lanes.topic, partition=lanes.partition)
-            self._abandon("unexpected error")
+            # The type only: the message of an unexpected error may quote the event.
+            self._abandon(f"unexpected error {type(exc).__name__} (see record_handling_failed)")
 
     def _abandon(self, why: str) -> NoReturn:
         """Stop the worker for a fatal fault met by the record being handled, and give the
