@@ -29,8 +29,10 @@ RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes --only-binary=:all
 # The project itself, without dependencies and without build isolation (the backend is
 # already in the venv from the lock). The backend is then removed: nothing needs it at
 # run time, and `pip check` proves the locked set satisfies the project's requirements.
+# schemas/ goes into the package (worker/builtin_schemas), where the worker finds it.
 COPY pyproject.toml README.md ./
 COPY worker/ ./worker/
+COPY schemas/ ./schemas/
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation . \
     && /opt/venv/bin/pip uninstall --yes setuptools wheel packaging \
     && /opt/venv/bin/pip check
@@ -49,11 +51,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
-    WORKER_BUILTIN_SCHEMAS=/app/schemas \
     WORKER_HTTP_PORT=8080
 
 COPY --from=build /opt/venv /opt/venv
-COPY schemas/ /app/schemas/
 WORKDIR /app
 
 # A fixed numeric UID/GID (no passwd entry needed) so that Kubernetes' runAsNonRoot can

@@ -130,6 +130,7 @@ class Worker:
         self._handle_signals = handle_signals
         self._stopping = False
         self._fatal = False
+        self.fatal_reason = ""  # why the first fatal stop happened, for the exit line
         self._stop_event: asyncio.Event | None = None
         self._runner: IntakeRunner | None = None
         self._deliverer: Deliverer | None = None
@@ -213,6 +214,8 @@ class Worker:
         """Begin the ordered shutdown (idempotent). ``fatal``: exit 1, and drain only
         briefly (the module docstring's fatal procedure)."""
         if fatal:
+            if not self._fatal:
+                self.fatal_reason = why
             self.exit_code = EXIT_FATAL
             self._fatal = True
             # From this moment no lane starts another record.
@@ -409,12 +412,13 @@ class Worker:
             raise
         except DeadLetterUnavailable as exc:
             log.error("dead_letter_topic_unavailable", error=str(exc))
-            await self._halt("dead-letter topic unavailable")
-        except Exception:
+            await self._halt(str(exc))
+        except Exception as exc:
             log.exception(
                 "record_handling_failed", topic=partition.topic, partition=partition.partition
             )
-            await self._halt("unexpected error")
+            # The type only: the message of an unexpected error may quote the event.
+            await self._halt(f"unexpected error {type(exc).__name__} (see record_handling_failed)")
 
     async def _halt(self, why: str) -> None:
         """A fatal fault on this record: stop the worker and abandon the record (its

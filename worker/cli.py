@@ -1,10 +1,18 @@
-"""The ``ometria-worker`` command line: a thin dispatcher over :mod:`worker.commands`."""
+"""The ``ometria-worker`` command line: a thin dispatcher over :mod:`worker.commands`.
+
+Every non-zero exit ends with one line on stderr that starts with ``ometria-worker`` (or
+the command's prefix, ``ometria-worker map:``) and says why; lines before it, if any, are
+details (each problem found, a traceback). The commands print their own expected
+failures; :func:`main` adds the line for an interruption and for an exception that no
+command expected (a bug: its traceback is kept, for the report).
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Protocol, cast
 
@@ -51,14 +59,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    prog = f"ometria-worker {args.command}"
     try:
         return int(args._run(args))
     except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # `ometria-worker map … | head` closes our stdout early: not an error.
         sys.stderr.close()
         return 0
+    except Exception as exc:  # noqa: BLE001 - last resort: say why, not just a traceback
+        traceback.print_exc()
+        print(
+            f"{prog}: internal error: {_one_line(exc)}"
+            " (a bug: please report it with the traceback above)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +30,15 @@ KAFKA_PASSTHROUGH_PREFIX: Final = "KAFKA_CONFIG_"
 
 
 class ConfigError(Exception):
-    """One or more settings are missing or malformed; the message names each variable."""
+    """One or more settings are missing or malformed; the message names each variable.
+
+    The message is one line (problems joined by ``; ``), so that a log collector that
+    keeps lines apart still shows every reason the worker did not start in one entry.
+    """
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
-        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+        super().__init__("invalid configuration: " + "; ".join(problems))
 
 
 class Secret:
@@ -249,6 +254,8 @@ class Settings:
             tls_verify = tls_raw
             if not Path(tls_raw).is_file():
                 r.problem("OMETRIA_TLS_VERIFY", "must be true, false or the path of a CA bundle")
+            else:
+                _check_ca_bundle(tls_raw, r)
 
         connect_timeout = r.number("OMETRIA_CONNECT_TIMEOUT", 5.0, low=0.001)
         read_timeout = r.number("OMETRIA_READ_TIMEOUT", 10.0, low=0.001)
@@ -372,10 +379,18 @@ def _kafka_passthrough(env: Mapping[str, str], r: _Reader) -> dict[str, str | Se
             continue
         key = name[len(KAFKA_PASSTHROUGH_PREFIX) :].lower().replace("_", ".")
         if key in RESERVED_KAFKA_KEYS:
-            r.problem(name, f"sets {key}, which the worker owns; use its own setting")
+            r.problem(name, f"sets {key}, which the worker owns: use its own setting")
             continue
         extra[key] = Secret(value) if is_secret_name(key) else value
     return extra
+
+
+def _check_ca_bundle(path: str, r: _Reader) -> None:
+    """The CA bundle loads as the Ometria client will load it (else every request fails)."""
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, OSError) as exc:
+        r.problem("OMETRIA_TLS_VERIFY", f"{path} is not a usable CA bundle (PEM): {exc}")
 
 
 def _schema_dirs(r: _Reader) -> tuple[Path, ...]:

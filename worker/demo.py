@@ -671,13 +671,20 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
             result = _run(options, samples=samples, run_id=run_id, logs=logs, stack=stack, say=say)
             say(render(result))
     except DemoError as exc:
-        print(f"ometria-worker demo: {exc}", file=sys.stderr)
-        print(f"ometria-worker demo: logs in {logs}/", file=sys.stderr)
+        print(f"ometria-worker demo: {exc} (logs in {logs}/)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ometria-worker demo: interrupted; everything it started is stopped", file=sys.stderr)
         return 130
-    return 0 if result.ok else 1
+    problems = result.all_problems()
+    if problems:
+        print(
+            f"ometria-worker demo: {len(problems)} problem(s), the first: {problems[0]}"
+            f" (logs in {logs}/)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def _run(

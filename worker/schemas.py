@@ -23,7 +23,7 @@ the payload in a single pass with no per-event interpretation:
 files are embedded in the generated source only through ``repr()`` of ``str``/``int``
 or as named constants, never pasted as raw text.
 
-Directories are loaded in order, the built-in ``schemas/`` first; a later directory's
+Directories are loaded in order, the built-in schemas first; a later directory's
 ``(type, MODEL)`` replaces an earlier one's. Two files for one ``(type, MODEL)`` inside
 one directory are an error.
 """
@@ -46,20 +46,44 @@ from worker.envelope import MISSING, parse_json_pointer, show_value
 
 __all__ = [
     "BUILTIN_DIR",
+    "CHECKOUT_DIR",
+    "PACKAGED_DIR",
     "SCHEMA_SUFFIXES",
     "CompiledSchema",
     "MapFunction",
     "Registry",
     "SchemaError",
     "builtin_dir",
+    "default_builtin_dir",
+    "load_builtin",
     "load_dir",
     "load_file",
     "schema_dirs_from_env",
     "schema_files",
 ]
 
-BUILTIN_DIR: Final = Path(__file__).resolve().parent.parent / "schemas"
-"""The repository's ``schemas/``: the built-in schemas when ``WORKER_BUILTIN_SCHEMAS`` is unset."""
+PACKAGED_DIR: Final = Path(__file__).resolve().parent / "builtin_schemas"
+"""The built-in schemas inside an installed distribution (wheel, sdist, the image): the
+package ``worker.builtin_schemas``, which pyproject.toml maps to the repository's
+``schemas/`` (the only copy in git)."""
+
+CHECKOUT_DIR: Final = Path(__file__).resolve().parent.parent / "schemas"
+"""The repository's ``schemas/``: the built-in schemas of a source checkout, which is what
+an editable install runs (setuptools' editable finder cannot import a data-only package
+mapped elsewhere, so the packaged copy does not exist there)."""
+
+
+def default_builtin_dir(packaged: Path = PACKAGED_DIR, checkout: Path = CHECKOUT_DIR) -> Path:
+    """``packaged`` when it exists or when ``checkout`` does not (so that a broken install
+    names the directory it lacks), else ``checkout``."""
+    if packaged.is_dir() or not checkout.is_dir():
+        return packaged
+    return checkout
+
+
+BUILTIN_DIR: Final = default_builtin_dir()
+"""The built-in schemas when ``WORKER_BUILTIN_SCHEMAS`` is unset: :data:`PACKAGED_DIR` when
+it exists (an installed distribution), else :data:`CHECKOUT_DIR` (a source checkout)."""
 
 SCHEMA_SUFFIXES: Final = (".yaml", ".yml", ".json")
 
@@ -103,6 +127,12 @@ class SchemaError(Exception):
         self.problems: list[tuple[Path, str]] = list(problems)
         super().__init__("\n".join(f"{path}: {problem}" for path, problem in self.problems))
 
+    def summary(self) -> str:
+        """One line: the first problem, and how many more there are."""
+        path, problem = self.problems[0]
+        more = len(self.problems) - 1
+        return f"{path}: {problem}" + (f" (and {more} more problem(s))" if more else "")
+
 
 class _Problem(Exception):
     """A problem inside one file; :func:`load_file` adds the file name."""
@@ -137,10 +167,9 @@ class Registry:
 
         Raises :class:`SchemaError` listing every broken file of the first broken directory.
         """
-        dirs = ([builtin_dir()] if builtin else []) + [Path(d) for d in extra_dirs]
-        registry = cls()
-        for directory in dirs:
-            for schema in load_dir(directory):
+        registry = cls(load_builtin() if builtin else ())
+        for directory in extra_dirs:
+            for schema in load_dir(Path(directory)):
                 registry.table[(schema.type, schema.model)] = schema
         return registry
 
@@ -161,13 +190,30 @@ class Registry:
 
 
 def builtin_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """Where the built-in schemas are: ``WORKER_BUILTIN_SCHEMAS``, else :data:`BUILTIN_DIR`.
-
-    An installed package has no ``schemas/`` beside it; the image copies them to
-    ``/app/schemas`` and sets ``WORKER_BUILTIN_SCHEMAS`` there.
-    """
+    """Where the built-in schemas are: ``WORKER_BUILTIN_SCHEMAS`` (an override, e.g. to try
+    changed built-ins without reinstalling), else :data:`BUILTIN_DIR`."""
     configured = (os.environ if environ is None else environ).get("WORKER_BUILTIN_SCHEMAS", "")
     return Path(configured.strip()) if configured.strip() else BUILTIN_DIR
+
+
+def load_builtin(environ: Mapping[str, str] | None = None) -> list[CompiledSchema]:
+    """Load the built-in schemas (:func:`builtin_dir`).
+
+    Raises :class:`SchemaError`; when the directory is missing, its problem says where the
+    built-ins were looked for and how to fix that, rather than a bare "not a directory".
+    """
+    env = os.environ if environ is None else environ
+    directory = builtin_dir(env)
+    if not directory.is_dir():
+        if env.get("WORKER_BUILTIN_SCHEMAS", "").strip():
+            why = "WORKER_BUILTIN_SCHEMAS names no directory: fix it, or unset it"
+        else:
+            why = (
+                "the built-in schemas are missing from the installed package: reinstall"
+                " ometria-worker, or set WORKER_BUILTIN_SCHEMAS"
+            )
+        raise SchemaError([(directory, why)])
+    return load_dir(directory)
 
 
 def schema_dirs_from_env(environ: Mapping[str, str]) -> list[Path]:

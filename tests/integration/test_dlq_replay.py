@@ -330,6 +330,7 @@ def test_records_that_cannot_be_replayed_make_it_exit_1(
     assert err == (
         f"error: 0:0 invalid {gone}[0]@1 cannot replay: topic '{gone}' does not exist:"
         " create it or use --to-topic\n"
+        "ometria-worker dlq: 1 dead letter(s) not replayed (the error lines say why)\n"
     )
     assert len(replayed(kafka_bootstrap, source, 1)) == 1
 
@@ -343,7 +344,10 @@ def test_a_record_the_broker_refuses_makes_it_exit_1(
     code, out, err = run_dlq("replay", "--dlq-topic", dlq, "--to-topic", small)
     assert code == 1
     assert out == "read 1, selected 1, replayed 0, skipped 0, failed 1\n"
-    assert err == f"error: not replayed: 0:0 -> {small}: Broker: Message size too large\n"
+    assert err == (
+        f"error: not replayed: 0:0 -> {small}: Broker: Message size too large\n"
+        "ometria-worker dlq: 1 dead letter(s) not replayed (the error lines say why)\n"
+    )
 
 
 def test_list_prints_one_line_per_selected_dead_letter(

@@ -100,7 +100,7 @@ def test_refused_credentials_exit_1_with_status_and_body(
     code, out, err = query(capsys, "--element", "hero")
     assert code == 1
     assert out == ""
-    assert err.startswith("ometria-worker query: Ometria answered 401\n")
+    assert err.endswith("\nometria-worker query: Ometria answered 401 (its body above)\n")
 
 
 @pytest.mark.integration
@@ -110,9 +110,9 @@ def test_a_rejected_body_shows_ometrias_answer(
     code, out, err = query(capsys, "--element", "hero", "--context", "colour=red")
     assert code == 1
     assert out == ""
-    first, rest = err.split("\n", 1)
-    assert first == "ometria-worker query: Ometria answered 400"
-    assert "context.colour" in rest  # the stand-in names the field at fault
+    body, last = err.rstrip("\n").rsplit("\n", 1)
+    assert last == "ometria-worker query: Ometria answered 400 (its body above)"
+    assert "context.colour" in body  # the stand-in names the field at fault
 
 
 @pytest.mark.integration

@@ -10,12 +10,12 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from tests.fixtures.examples import canonical
 from tests.fixtures.kafka_helpers import MakeTopic, committed_offsets, consume_all, produce
 from tests.fixtures.worker import worker_env
 from tests.integration.helpers import header_dict, headers_of
@@ -23,7 +23,6 @@ from worker.stub import running_stub
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "examples"
 DLQ_HEADERS = {
     "dlq.reason",
     "dlq.detail",
@@ -36,14 +35,6 @@ DLQ_HEADERS = {
 }
 
 Rec = tuple[bytes | None, bytes | None, list[tuple[str, bytes]] | None, int | None]
-
-
-def canonical() -> list[tuple[bytes, dict[str, Any]]]:
-    """(raw structured line, expected) for every canonical example."""
-    events = (EXAMPLES / "canonical-events.jsonl").read_bytes().splitlines()
-    expected = (EXAMPLES / "canonical-expected.jsonl").read_bytes().splitlines()
-    assert len(events) == len(expected) == 14
-    return [(raw, orjson.loads(exp)) for raw, exp in zip(events, expected, strict=True)]
 
 
 def to_binary(raw: bytes, suffix: str) -> tuple[bytes | None, list[tuple[str, bytes]], str | None]:

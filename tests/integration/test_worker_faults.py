@@ -420,6 +420,12 @@ def test_unwritable_dead_letter_topic_stops_the_worker_promptly_without_committi
     # dead letter could not be written, partition 1 what the stand-in accepted.
     assert committed_offsets(kafka_bootstrap, group, topic) == {0: 1, 1: len(p1)}
 
+    # the last line (stderr, after every log line) says why it stopped
+    assert worker.raw[-1].startswith(
+        "ometria-worker: stopped by a fatal fault: cannot write to dead-letter topic"
+        f" {missing_dlq!r}"
+    ), worker.tail()
+
 
 def test_fatal_kafka_error_stops_the_worker_promptly_and_loses_nothing(
     kafka_bootstrap: str, make_topic: MakeTopic, spawn_worker: Any

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import certifi
 import pytest
 
 from worker.config import ConfigError, Secret, Settings
@@ -82,6 +85,20 @@ def test_all_problems_reported_together() -> None:
     text = str(info.value)
     for name in ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPICS", "OMETRIA_DOMAIN_KEY"):
         assert name in text
+    # one line, so that a log collector keeps every reason in one entry
+    assert text == "invalid configuration: " + "; ".join(info.value.problems)
+    assert "\n" not in text
+
+
+def test_ca_bundle_must_load(tmp_path: Path) -> None:
+    garbage = tmp_path / "ca.pem"
+    garbage.write_text("not a certificate\n")
+    with pytest.raises(ConfigError) as info:
+        settings(OMETRIA_TLS_VERIFY=str(garbage))
+    (problem,) = info.value.problems
+    assert problem.startswith(f"OMETRIA_TLS_VERIFY {garbage} is not a usable CA bundle (PEM): ")
+    # the bundle the TLS stack itself ships loads
+    assert settings(OMETRIA_TLS_VERIFY=certifi.where()).tls_verify == certifi.where()
 
 
 def test_key_pair_gives_basic_auth_and_stays_secret() -> None:

@@ -11,12 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.fixtures import examples
 from worker.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = Path("/work/shared/examples")
-if not EXAMPLES.is_dir():
-    EXAMPLES = REPO / "examples"
 
 USER = {"uid": "u-1", "sid": "s-1"}
 CUSTOM_SCHEMA = """
@@ -62,11 +60,9 @@ PAGE = line("commerce.page.viewed", {"user": USER, "page": {"id": "home"}})
 
 
 def test_map_canonical_file(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["map", str(EXAMPLES / "canonical-events.jsonl")])
+    code = main(["map", str(examples.EVENTS)])
     got = out_lines(capsys)
-    expected = [
-        orjson.loads(x) for x in (EXAMPLES / "canonical-expected.jsonl").read_bytes().splitlines()
-    ]
+    expected = [want for _, want in examples.canonical()]
     assert code == 1  # the examples include failures
     assert len(got) == len(expected) == 14
     for mine, theirs in zip(got, expected, strict=True):

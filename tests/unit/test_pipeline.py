@@ -9,14 +9,11 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.fixtures.examples import canonical
 from worker.envelope import EnvelopeConfig
 from worker.outcome import Failure, Mapped
 from worker.pipeline import Pipeline
 from worker.schemas import Registry
-
-EXAMPLES = Path("/work/shared/examples")
-if not EXAMPLES.is_dir():  # the examples also live beside the repository in some checkouts
-    EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 UID = "ebf3175817b0423eac68a03c68a9be5f"
 SID = "961c660991a547298af8b31f431a66b0"
@@ -75,14 +72,7 @@ def failure(pipeline: Pipeline, value: dict[str, Any] | bytes | None) -> Failure
 # --- the canonical examples, both Kafka modes -----------------------------------------------
 
 
-def _canonical() -> list[tuple[bytes, dict[str, Any]]]:
-    events = (EXAMPLES / "canonical-events.jsonl").read_bytes().splitlines()
-    expected = (EXAMPLES / "canonical-expected.jsonl").read_bytes().splitlines()
-    assert len(events) == len(expected) == 14
-    return [(e, orjson.loads(x)) for e, x in zip(events, expected, strict=True)]
-
-
-CANONICAL = _canonical()
+CANONICAL = canonical()
 
 
 @pytest.mark.parametrize(("line", "expected"), CANONICAL, ids=[f"ex{i + 1:02}" for i in range(14)])

@@ -277,5 +277,5 @@ def test_kafka_settings_overrides_and_errors() -> None:
         kafka_settings({"KAFKA_CONFIG_GROUP_ID": "x"})
     assert caught.value.problems == [
         "KAFKA_BOOTSTRAP_SERVERS is required",
-        "KAFKA_CONFIG_GROUP_ID sets group.id, which the worker owns; use its own setting",
+        "KAFKA_CONFIG_GROUP_ID sets group.id, which the worker owns: use its own setting",
     ]

@@ -14,10 +14,13 @@ import yaml
 
 from worker.schemas import (
     BUILTIN_DIR,
+    CHECKOUT_DIR,
+    PACKAGED_DIR,
     CompiledSchema,
     Registry,
     SchemaError,
     builtin_dir,
+    default_builtin_dir,
     load_dir,
     load_file,
     schema_dirs_from_env,
@@ -106,10 +109,57 @@ def test_registry_list_names_source_files() -> None:
         assert source.stem == str(model)
 
 
+def test_builtin_dir_is_the_checkout_here() -> None:
+    # the tests run from a source checkout (an editable install): no packaged copy exists
+    assert not PACKAGED_DIR.exists()
+    assert BUILTIN_DIR == CHECKOUT_DIR
+    assert Path(__file__).resolve().parents[2] / "schemas" == CHECKOUT_DIR
+
+
+@pytest.mark.parametrize(
+    ("packaged", "checkout", "chosen"),
+    [
+        (True, False, "packaged"),  # an installed wheel
+        (True, True, "packaged"),  # installed, with some schemas/ beside site-packages
+        (False, True, "checkout"),  # a source checkout or an editable install
+        (False, False, "packaged"),  # broken: name the directory the install lacks
+    ],
+)
+def test_default_builtin_dir(tmp_path: Path, packaged: bool, checkout: bool, chosen: str) -> None:
+    dirs = {"packaged": tmp_path / "pkg", "checkout": tmp_path / "repo"}
+    for name, exists in (("packaged", packaged), ("checkout", checkout)):
+        if exists:
+            dirs[name].mkdir()
+    assert default_builtin_dir(dirs["packaged"], dirs["checkout"]) == dirs[chosen]
+
+
+@pytest.mark.parametrize(
+    ("configured", "problem"),
+    [
+        ("", "the built-in schemas are missing from the installed package: reinstall"),
+        ("x", "WORKER_BUILTIN_SCHEMAS names no directory: fix it, or unset it"),
+    ],
+)
+def test_missing_builtin_dir_says_how_to_fix_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, configured: str, problem: str
+) -> None:
+    missing = tmp_path / "nowhere"
+    if configured:
+        monkeypatch.setenv("WORKER_BUILTIN_SCHEMAS", str(missing))
+    else:
+        monkeypatch.delenv("WORKER_BUILTIN_SCHEMAS", raising=False)
+        monkeypatch.setattr("worker.schemas.BUILTIN_DIR", missing)
+    with pytest.raises(SchemaError) as raised:
+        Registry.load()
+    ((path, why),) = raised.value.problems
+    assert path == missing
+    assert why.startswith(problem)
+
+
 def test_builtin_dir_comes_from_worker_builtin_schemas(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # an installed package has no schemas/ beside it: the image points here instead
+    # an override, e.g. to try changed built-ins without reinstalling
     write(tmp_path / "thing.yaml", VALID)
     monkeypatch.setenv("WORKER_BUILTIN_SCHEMAS", str(tmp_path))
     assert builtin_dir() == tmp_path

@@ -149,7 +149,7 @@ def test_each_reserved_key_is_refused_naming_its_variable(key: str) -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env({**BASE, env_name(key): "x"})
     assert info.value.problems == [
-        f"{env_name(key)} sets {key}, which the worker owns; use its own setting"
+        f"{env_name(key)} sets {key}, which the worker owns: use its own setting"
     ]
 
 

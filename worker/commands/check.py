@@ -26,7 +26,8 @@ check meaningless:
 
 Not checked: the consumer group's READ permission (the group may not exist yet), and
 whether the idempotent producer may write (``IDEMPOTENT_WRITE`` on old clusters).
-Exit 0 when every check passes, 1 when any fails, 2 for invalid settings.
+Exit 0 when every check passes, 1 when any fails (with a count on stderr), 2 for invalid
+settings.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from worker.commands.args import positive_number
+from worker.commands.errors import kafka_text, refused_setting
 from worker.config import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -96,16 +98,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 class _Report:
-    """Prints the result lines and remembers whether anything failed."""
+    """Prints the result lines and counts the failures."""
 
     def __init__(self) -> None:
-        self.failed = False
+        self.failed = 0
 
     def ok(self, text: str) -> None:
         print(f"ok   {text}", flush=True)
 
     def fail(self, text: str) -> None:
-        self.failed = True
+        self.failed += 1
         print(f"FAIL {text}", flush=True)
 
     def skip(self, text: str) -> None:
@@ -135,7 +137,13 @@ def run(args: argparse.Namespace) -> int:
     _check_schemas(settings, envelope, report)
     _check_kafka(settings, args.timeout, report)
     _check_ometria(settings, args.timeout, report)
-    return 1 if report.failed else 0
+    if report.failed:
+        print(
+            f"ometria-worker check: {report.failed} check(s) failed (the FAIL lines say why)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def _check_schemas(settings: Settings, envelope: EnvelopeConfig, report: _Report) -> None:
@@ -176,12 +184,17 @@ def _check_kafka(settings: Settings, timeout: float, report: _Report) -> None:
         errors.append(str(error.str()))
 
     config: dict[str, Any] = {**admin_config(settings), "error_cb": on_error}
-    admin = AdminClient(config)
     bootstrap = settings.bootstrap_servers
+    try:
+        admin = AdminClient(config)
+    except KafkaException as exc:
+        report.fail(f"broker {bootstrap}: {refused_setting(exc)}")
+        report.skip("topics and dead-letter topic: no broker to ask")
+        return
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
-        why = errors[-1] if errors else _kafka_text(exc)
+        why = errors[-1] if errors else kafka_text(exc)
         report.fail(
             f"broker {bootstrap} unreachable within {timeout:g}s ({why}): check"
             " KAFKA_BOOTSTRAP_SERVERS and the KAFKA_CONFIG_* security settings"
@@ -277,12 +290,6 @@ def _permission(
         report.ok(f"{what} exists ({shape}, {needed} allowed)")
     else:
         report.fail(f"{what} exists but this principal may not {needed} it: {fix}")
-
-
-def _kafka_text(exc: Exception) -> str:
-    first = exc.args[0] if exc.args else exc
-    text = first.str() if hasattr(first, "str") else str(first)
-    return str(text)
 
 
 def shown_url(url: str) -> str:

@@ -23,7 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
+from confluent_kafka import KafkaException
+
 from worker.commands.args import positive_number
+from worker.commands.errors import refused_setting
 from worker.config import ConfigError
 from worker.outcome import REASONS
 from worker.replay import (
@@ -140,16 +143,24 @@ def run(args: argparse.Namespace) -> int:
         since=args.since,
         until=args.until,
     )
-    reader = DeadLetterReader(reader_config(settings), settings.dlq_topic, timeout=args.timeout)
+    try:
+        reader = DeadLetterReader(reader_config(settings), settings.dlq_topic, timeout=args.timeout)
+    except KafkaException as exc:
+        print(f"{_PROG}: {refused_setting(exc)}", file=sys.stderr)
+        return 2
     try:
         total = reader.open()
         if args.dlq_action == "list":
             return _list(reader, selection)
-        republisher = (
-            None
-            if args.dry_run
-            else Republisher(republisher_config(settings, args.timeout), timeout=args.timeout)
-        )
+        try:
+            republisher = (
+                None
+                if args.dry_run
+                else Republisher(republisher_config(settings, args.timeout), timeout=args.timeout)
+            )
+        except KafkaException as exc:
+            print(f"{_PROG}: {refused_setting(exc)}", file=sys.stderr)
+            return 2
         return _replay(reader, selection, args, total, republisher)
     except ReplayError as exc:
         print(f"{_PROG}: {exc}", file=sys.stderr)
@@ -220,15 +231,22 @@ def _replay(
             counts.failed += republisher.sent - republisher.acknowledged
             for failure in failures:
                 tick.say(f"error: not replayed: {failure}", sys.stderr)
-    if stopped is not None:
-        print(f"{_PROG}: {stopped}", file=sys.stderr)
     verb = "would replay" if republisher is None else "replayed"
     print(
         f"{'dry run: ' if republisher is None else ''}read {counts.read}, selected"
         f" {counts.selected}, {verb} {counts.replayed}, skipped {counts.skipped},"
         f" failed {counts.failed}"
     )
-    return 1 if counts.failed or stopped is not None else 0
+    if stopped is not None:
+        print(f"{_PROG}: {stopped}", file=sys.stderr)
+        return 1
+    if counts.failed:
+        print(
+            f"{_PROG}: {counts.failed} dead letter(s) not replayed (the error lines say why)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def _one(

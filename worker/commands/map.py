@@ -6,8 +6,8 @@ One output line per input line, in order: the payload, or
 ``{"error": {"reason": …, "detail": …}}``. A blank line is an input line too: it is an
 empty value, hence ``undecodable``, so that line N of the output always answers line N.
 
-Exit status: 0 when every line mapped, 1 when any failed, 2 for a usage error (a file
-that cannot be read, a broken schema directory, a malformed setting).
+Exit status: 0 when every line mapped, 1 when any failed (a count on stderr), 2 for a
+usage error (a file that cannot be read, a broken schema directory, a malformed setting).
 """
 
 from __future__ import annotations
@@ -78,10 +78,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         pipeline = load_pipeline(args.schema_dirs)
     except SchemaError as exc:
-        problems = exc.problems
-        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-        path, problem = problems[0]
-        print(f"ometria-worker map: broken schema: {path}: {problem}{more}", file=sys.stderr)
+        print(f"ometria-worker map: broken schema: {exc.summary()}", file=sys.stderr)
         return 2
     except ValueError as exc:
         print(f"ometria-worker map: {exc}", file=sys.stderr)
@@ -93,21 +90,29 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = sys.stdout.buffer
     interactive = source.isatty()
-    failed = False
+    lines = failed = 0
     process = pipeline.process
     with source:
         for line in _lines(source):
+            lines += 1
             result = process(line, None)
             if isinstance(result, Mapped):
                 out.write(result.body)
             else:
-                failed = True
+                failed += 1
                 out.write(orjson.dumps({"error": result.as_json()}))
             out.write(b"\n")
             if interactive:
                 out.flush()
     out.flush()
-    return 1 if failed else 0
+    if failed:
+        print(
+            f"ometria-worker map: {failed} of {lines} line(s) did not map"
+            " (their output lines say why)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def _lines(source: BinaryIO) -> Iterator[bytes]:

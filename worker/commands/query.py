@@ -7,8 +7,8 @@ fields: ``--element`` replaces ``elements``, ``--uid``/``--sid`` set ``user`` fi
 ``--context key=value`` sets ``context`` fields. Ometria's JSON answer is printed,
 indented, on stdout.
 
-Exit 0 for a 2xx JSON answer; 1 when Ometria answers anything else (status and body
-on stderr) or cannot be reached (one line); 2 for bad settings or a bad body.
+Exit 0 for a 2xx JSON answer; 1 when Ometria answers anything else (its body, then the
+status, on stderr) or cannot be reached (one line); 2 for bad settings or a bad body.
 """
 
 from __future__ import annotations
@@ -169,19 +169,21 @@ async def _send(settings: Settings, body: dict[str, Any]) -> int:
             file=sys.stderr,
         )
         return 1
+    # Ometria's answer first, then the line that says why: the last line on stderr.
     text = answer.body_start.decode("utf-8", "replace")
     if not 200 <= answer.status < 300:
-        print(f"{_PROG}: Ometria answered {answer.status}", file=sys.stderr)
         if text:
             print(text, file=sys.stderr)
+        shown = " (its body above)" if text else " with no body"
+        print(f"{_PROG}: Ometria answered {answer.status}{shown}", file=sys.stderr)
         return 1
     if parsed is None:
+        print(text, file=sys.stderr)
         print(
             f"{_PROG}: Ometria answered {answer.status} but not with JSON"
-            f" (first {len(answer.body_start)} bytes below)",
+            f" (its first {len(answer.body_start)} bytes above)",
             file=sys.stderr,
         )
-        print(text, file=sys.stderr)
         return 1
     sys.stdout.write(orjson.dumps(parsed, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0

@@ -22,7 +22,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Validate the settings and schemas, then run until stopped."""
     del args
-    from worker.envelope import EnvelopeConfig  # noqa: PLC0415 - keep --help fast
+    from confluent_kafka import KafkaException  # noqa: PLC0415 - keep --help fast
+
+    from worker.commands.errors import refused_setting  # noqa: PLC0415
+    from worker.envelope import EnvelopeConfig  # noqa: PLC0415
     from worker.observe import configure_logging  # noqa: PLC0415
     from worker.pipeline import Pipeline  # noqa: PLC0415
     from worker.schemas import SchemaError  # noqa: PLC0415
@@ -43,12 +46,17 @@ def run(args: argparse.Namespace) -> int:
             settings.schema_dirs, envelope=envelope, max_bytes=settings.max_record_bytes
         )
     except SchemaError as exc:
-        print(f"ometria-worker: broken schema: {exc}", file=sys.stderr)
+        print(f"ometria-worker: broken schema: {exc.summary()}", file=sys.stderr)
         return 2
     log.info("settings", **settings.redacted())
     for warning in settings.transport_warnings():
         log.warning("unsafe_transport", problem=warning)
-    return asyncio.run(_main(settings, pipeline))
+    try:
+        return asyncio.run(_main(settings, pipeline))
+    except KafkaException as exc:  # the clients are made before anything is consumed
+        sys.stdout.flush()
+        print(f"ometria-worker: {refused_setting(exc)}", file=sys.stderr)
+        return 2
 
 
 def _environ() -> dict[str, str]:
@@ -138,6 +146,10 @@ async def _main(settings: Settings, pipeline: object) -> int:
         "health_listening", host=settings.http_host, port=server.port
     )
     try:
-        return await worker.run()
+        code = await worker.run()
     finally:
         await server.stop()
+    if code != 0:
+        sys.stdout.flush()  # the log lines first, then the reason, also on a shared pipe
+        print(f"ometria-worker: stopped by a fatal fault: {worker.fatal_reason}", file=sys.stderr)
+    return code

@@ -23,10 +23,13 @@ from worker.schemas import (
     Registry,
     SchemaError,
     builtin_dir,
+    load_builtin,
     load_dir,
     schema_dirs_from_env,
     schema_files,
 )
+
+_PROG = "ometria-worker schemas"
 
 HELP = "List the loaded schemas (type, MODEL, file), or `check DIR…` to validate schema dirs."
 
@@ -48,20 +51,18 @@ def run(args: argparse.Namespace) -> int:
     """List or check; see the module docstring for the exit status."""
     if args.action == "check":
         if not args.dirs:
-            print("ometria-worker schemas check: give at least one DIR", file=sys.stderr)
+            print(f"{_PROG} check: give at least one DIR", file=sys.stderr)
             return 2
         return check(args.dirs)
     if args.dirs:
-        print(
-            "ometria-worker schemas: DIRs are only for `check` (use --schema-dir)", file=sys.stderr
-        )
+        print(f"{_PROG}: DIRs are only for `check` (use --schema-dir)", file=sys.stderr)
         return 2
     dirs = [*schema_dirs_from_env(os.environ), *args.schema_dirs]
     try:
         registry = Registry.load(dirs)
     except SchemaError as exc:
         for path, problem in exc.problems:
-            print(f"ometria-worker schemas: {path}: {problem}", file=sys.stderr)
+            print(f"{_PROG}: {path}: {problem}", file=sys.stderr)
         return 2
     rows = [(type_, str(model), _display(source)) for type_, model, source in registry.list()]
     _table(("TYPE", "MODEL", "SOURCE"), rows)
@@ -71,10 +72,10 @@ def run(args: argparse.Namespace) -> int:
 def check(dirs: list[Path]) -> int:
     """Validate each directory; print every problem, or a summary. Returns the exit status."""
     try:
-        builtin = {(s.type, s.model) for s in load_dir(builtin_dir())}
-    except SchemaError as exc:  # only a broken installation gets here
+        builtin = {(s.type, s.model) for s in load_builtin()}
+    except SchemaError as exc:  # only a broken installation (or WORKER_BUILTIN_SCHEMAS) gets here
         for path, problem in exc.problems:
-            print(f"{path}: {problem}", file=sys.stderr)
+            print(f"{_PROG} check: built-in schemas: {path}: {problem}", file=sys.stderr)
         return 1
     problems = 0
     seen: dict[tuple[str, int], Path] = {}
@@ -107,7 +108,7 @@ def check(dirs: list[Path]) -> int:
         _table(None, rows)
     if problems:
         print(
-            f"schemas check: {problems} problem(s); the worker would refuse to start",
+            f"{_PROG} check: {problems} problem(s); the worker would refuse to start",
             file=sys.stderr,
         )
         return 1

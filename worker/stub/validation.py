@@ -1,7 +1,7 @@
 """The stand-in's rules for ``/api/track`` and ``/api/query`` bodies, as pure functions.
 
 Ometria documents the fields but not its validation, so these rules are the project's
-reading of /work/shared/spec/ometria-api.md, kept strict so that a mapping bug in the
+reading of Ometria's published API documentation, kept strict so that a mapping bug in the
 worker shows up as a 400 in tests rather than as silently wrong data at Ometria:
 
 track
