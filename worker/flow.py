@@ -16,7 +16,9 @@ total holds exactly while shares shrink after new partitions arrive.
 at the first record of a partition that does not fit its share: that partition is paused
 and rewound (``seek``) to that record, which is fetched again once the partition has room.
 A batch therefore never overshoots a bound, and nothing is skipped. One record larger than
-the whole bytes share still flows, alone, when its partition holds nothing else.
+the whole bytes share still flows, alone, when its partition holds nothing else: the
+bytes held may then exceed the bound by at most one such record per owned partition
+(never stalling a partition on one large record).
 
 **One truth for pause state.** librdkafka keeps a partition's pause flag across a
 rebalance and a re-assignment, while the worker makes fresh state for every assignment.
@@ -197,13 +199,16 @@ class Admission:
             if flow is None:
                 continue  # revoked between the poll and now: its new owner reads it
             held = flow.handed - flow.released
+            size = record.size
             if room_records >= 1 and (
-                held == 0
-                or (
+                # Within the partition's share and the worker's room...
+                (
                     held < share_records
-                    and flow.handed_bytes - flow.released_bytes + record.size <= share_bytes
-                    and record.size <= room_bytes
+                    and flow.handed_bytes - flow.released_bytes + size <= share_bytes
+                    and size <= room_bytes
                 )
+                # ... or one record larger than a whole share, alone in its partition.
+                or (held == 0 and size > share_bytes)
             ):
                 flow.handed += 1
                 flow.handed_bytes += record.size
@@ -268,8 +273,9 @@ class Committer:
     * A partition that is full waits for a commit to free room: :meth:`soon` commits
       shortly, at most one asynchronous commit in flight. A burst of commits queues up at
       the group coordinator and holds back the heartbeats behind it (the group then
-      evicts the worker), so a commit wanted while one is in flight goes out when its
-      answer comes back (or after ``stuck_after`` seconds without one).
+      evicts the worker), so a commit wanted while one is in flight goes out when any
+      commit result comes back (librdkafka's auto-commit answers every interval), or at
+      the next :meth:`soon` once ``stuck_after`` seconds passed without one.
     """
 
     def __init__(

@@ -314,6 +314,7 @@ class Intake:
         return [entry for entry in offsets if entry[0] in flows]
 
     def _commit_final(self, offsets: list[tuple[TP, int, str]], timeout: float) -> None:
+        # Real time on purpose: this waits on the broker, blocking the intake's thread.
         deadline = time.monotonic() + timeout
         source = self.source
         while True:

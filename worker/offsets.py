@@ -34,9 +34,10 @@ from typing import Final
 METADATA_PREFIX: Final = "ow1:"
 #: The longest metadata string written (Apache Kafka's default limit is 4096 bytes).
 METADATA_MAX_CHARS: Final = 3000
-#: The largest span of offsets decoded from metadata (a hostile string cannot make the
-#: worker allocate more than this many bits).
-_DECODE_MAX_SPAN: Final = 1 << 22
+#: The largest span of offsets above the commit point that metadata names (encoded or
+#: decoded): far beyond any per-partition in-flight bound, and small enough that a hostile
+#: string cannot make the worker build a huge set.
+METADATA_MAX_SPAN: Final = 1 << 17
 
 
 class PartitionOffsets:
@@ -159,13 +160,14 @@ def encode_done(watermark: int, done: set[int] | frozenset[int]) -> str:
     """Commit metadata naming the finished offsets above ``watermark``.
 
     A bitset (bit *i* is offset ``watermark + 1 + i``), deflated and base64url-encoded
-    behind :data:`METADATA_PREFIX`. When that is longer than :data:`METADATA_MAX_CHARS`,
-    the span is cut until it fits: the offsets left out are sent again by a next owner.
+    behind :data:`METADATA_PREFIX`. At most :data:`METADATA_MAX_SPAN` offsets are covered;
+    when the text is longer than :data:`METADATA_MAX_CHARS`, the span is cut until it fits:
+    the offsets left out are sent again by a next owner.
     """
     ahead = sorted(o for o in done if o > watermark)
     if not ahead:
         return ""
-    span = ahead[-1] - watermark
+    span = min(ahead[-1] - watermark, METADATA_MAX_SPAN)
     while True:
         bits = bytearray((span + 7) // 8)
         for offset in ahead:
@@ -189,7 +191,7 @@ def decode_done(committed: int, metadata: str) -> frozenset[int]:
     try:
         packed = base64.urlsafe_b64decode(metadata[len(METADATA_PREFIX) :])
         inflater = zlib.decompressobj()
-        bits = inflater.decompress(packed, _DECODE_MAX_SPAN // 8)
+        bits = inflater.decompress(packed, METADATA_MAX_SPAN // 8)
     except (binascii.Error, ValueError, zlib.error):
         return frozenset()
     base = committed + 1

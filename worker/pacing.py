@@ -107,12 +107,14 @@ class Limiter:
     * If the window met the limit (demand was there) and its RTT stayed within
       :data:`HEADROOM` of the baseline (or :data:`HEADROOM_FLOOR` seconds above it), the
       limit grows: doubling in slow start, then one per window.
-    * If the RTT went beyond that, or an attempt failed transiently (5xx, timeout, no
-      answer), it shrinks to :data:`DECREASE_RATIO` of itself and slow start ends.
+    * If the RTT went beyond that, it shrinks to :data:`DECREASE_RATIO` of itself, or in
+      proportion when far beyond (at most halving); an attempt that failed transiently
+      (5xx, timeout, no answer) shrinks it by :data:`DECREASE_RATIO`. Slow start ends.
     * A 429 halves it at once (:meth:`on_backpressure`), at most once a second.
-    * Every :data:`PROBE_EVERY` seconds the limit drops to a quarter for two windows to
-      measure the baseline anew, so an endpoint that became slower by itself (not by the
-      load the worker puts on it) moves the baseline instead of shrinking the limit.
+    * Every :data:`PROBE_EVERY` seconds, and after :data:`PROBE_AFTER_SLOW` slow windows
+      in a row, the limit drops to :data:`PROBE_LIMIT` for two windows to measure the
+      baseline anew, so an endpoint that became slower by itself (not by the load the worker puts
+      on it) moves the baseline instead of shrinking the limit for long.
 
     So concurrency rises while Ometria's response time stays near its baseline, and
     settles where more requests in flight would only queue at Ometria; at a fixed
@@ -130,6 +132,10 @@ class Limiter:
     HEADROOM_FLOOR = 0.005
     #: Seconds between two baseline probes.
     PROBE_EVERY = 10.0
+    #: Slow windows in a row (the limit shrinking all along) that call a probe at once.
+    PROBE_AFTER_SLOW = 5
+    #: Requests in flight during a probe: few enough that the endpoint queues none.
+    PROBE_LIMIT = 4
 
     def __init__(
         self,
@@ -151,6 +157,7 @@ class Limiter:
         self.baseline: float | None = None  # lowest window RTT since the last probe
         self._probe_windows = 0  # windows left of the running probe
         self._probe_restore = 0  # the limit to return to after it
+        self._slow_windows = 0  # slow windows in a row
         now = clock()
         self._next_probe = now + self.PROBE_EVERY
         self._window_start = now
@@ -203,6 +210,7 @@ class Limiter:
         if now - self._window_start < (rtt if baseline is None else baseline):
             return
         mean = self._window_sum / self._window_count
+        full, trouble = self._window_full, self._window_trouble
         self._next_window(now)
         if self._probe_windows:
             self._probe_windows -= 1
@@ -215,18 +223,32 @@ class Limiter:
         if baseline is None or mean < baseline:
             self.baseline = baseline = mean
         fast = max(baseline * (1 + self.HEADROOM), baseline + self.HEADROOM_FLOOR)
-        if self._window_trouble or mean > fast:
+        if trouble or mean > fast:
             self._slow_start = False
-            self.limit = max(self.minimum, int(self.limit * self.DECREASE_RATIO))
-        elif self._window_full and self.limit < self.max_limit:
-            grown = self.limit * 2 if self._slow_start else self.limit + 1
-            self.limit = min(self.max_limit, grown)
-            self._wake()
+            # Far above the fast RTT, shrink in proportion (at most by half a window), as
+            # a queue that long takes many windows of 10 % to drain.
+            ratio = (
+                self.DECREASE_RATIO if trouble else max(0.5, min(self.DECREASE_RATIO, fast / mean))
+            )
+            self.limit = max(self.minimum, int(self.limit * ratio))
+            self._slow_windows = 0 if trouble else self._slow_windows + 1
+            if self._slow_windows >= self.PROBE_AFTER_SLOW:
+                # Slow window after slow window although the limit kept shrinking: the
+                # endpoint itself may have become slower. Measure its RTT anew now
+                # rather than starve for the rest of the probe interval.
+                self._next_probe = now
+        else:
+            self._slow_windows = 0
+            if full and self.limit < self.max_limit:
+                grown = self.limit * 2 if self._slow_start else self.limit + 1
+                self.limit = min(self.max_limit, grown)
+                self._wake()
         if now >= self._next_probe:
+            self._slow_windows = 0
             self._next_probe = now + self.PROBE_EVERY
             self._probe_restore = self.limit
             self._probe_windows = 2
-            self.limit = max(self.minimum, self.limit // 4)
+            self.limit = max(self.minimum, min(self.limit, self.PROBE_LIMIT))
 
     def _next_window(self, now: float) -> None:
         self._window_start = now

@@ -222,13 +222,6 @@ def test_admit_respects_the_worker_wide_record_bound_after_shares_shrink() -> No
     assert adm.totals() == (10, 10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Admission.admit takes a record of a partition holding nothing whatever the "
-    "worker-wide bytes room (the held == 0 branch skips record.size <= room_bytes), so a "
-    "record smaller than its share overshoots WORKER_MAX_IN_FLIGHT_BYTES after shares "
-    "shrink: one such record per partition",
-)
 def test_admit_respects_the_worker_wide_bytes_bound_after_shares_shrink() -> None:
     adm = admission(max_bytes=100, partitions=[A])
     taken, _ = adm.admit(run_of(A, 0, 10, size=10))

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker.offsets import (
-    _DECODE_MAX_SPAN,
     METADATA_MAX_CHARS,
+    METADATA_MAX_SPAN,
     METADATA_PREFIX,
     PartitionOffsets,
     decode_done,
@@ -285,8 +285,8 @@ def test_hostile_metadata_decodes_to_a_bounded_set(metadata: str) -> None:
     decoded = decode_done(committed, metadata)
     took = time.perf_counter() - started
     assert isinstance(decoded, frozenset)
-    assert len(decoded) <= _DECODE_MAX_SPAN
-    assert all(committed < o <= committed + _DECODE_MAX_SPAN for o in decoded)
+    assert len(decoded) <= METADATA_MAX_SPAN
+    assert all(committed < o <= committed + METADATA_MAX_SPAN for o in decoded)
     assert took < 20.0  # never inflates 100 MB (about 1 s here for the capped 4 Mi bits)
     if not metadata.startswith(METADATA_PREFIX):
         assert decoded == frozenset()
