@@ -105,7 +105,7 @@ class Settings:
     adaptive_concurrency: bool = True
     max_in_flight: int = 10_000
     max_in_flight_per_partition: int = 1_000
-    max_in_flight_bytes: int = 134_217_728  # 128 MiB: fits the chart's 512Mi (docs/operations.md)
+    max_in_flight_bytes: int = 134_217_728  # 128 MiB: fits the chart's 512Mi (docs/design.md)
     poll_batch: int = 500
 
     retry_base: float = 0.2

@@ -336,7 +336,7 @@ class Decoder:
             return 1
         if type(dataschema) is not str:
             return _unknown(
-                f"dataschema must be a string, got {show_value(dataschema)}", f"{type_}/?"
+                f"dataschema must be a string, got {show_value(dataschema)}", f"{type_[:200]}/?"
             )
         model = self._models.get(dataschema)
         if model is None:
@@ -345,7 +345,7 @@ class Decoder:
                 return _unknown(
                     f"dataschema {show_value(dataschema)} does not end in a SchemaVer "
                     "MODEL-REVISION-ADDITION such as 1-0-0",
-                    f"{type_}/?",
+                    f"{type_[:200]}/?",  # as the pipeline cuts it: it goes to headers and logs
                 )
             if len(dataschema) <= _MODEL_CACHE_KEY_CHARS:
                 size = sys.getsizeof(dataschema)

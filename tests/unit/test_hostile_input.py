@@ -366,6 +366,21 @@ def test_a_5000_digit_schemaver_is_unknown_schema(pipeline: Pipeline) -> None:
         assert MALFORMED in result.detail
 
 
+@pytest.mark.parametrize("dataschema", ["x/1-0", 5])
+def test_a_huge_type_is_cut_in_the_failure(pipeline: Pipeline, dataschema: Any) -> None:
+    """Failure.schema goes to a dead-letter header and to the dead_lettered log line."""
+    huge = "t" * 1_000_000
+    for result in (
+        pipeline.process(orjson.dumps(_event({}, "x/1-0-0", type=huge)), None),
+        pipeline.process(orjson.dumps(_event({}, dataschema, type=huge)), None),
+    ):
+        assert isinstance(result, Failure)
+        assert result.reason == "unknown_schema"
+        assert result.schema is not None
+        assert len(result.schema) <= 202
+        assert len(result.detail) < 300
+
+
 @pytest.mark.parametrize("version", [HUGE, "1234567890"])
 def test_a_huge_selector_version_is_unknown_schema(registry: Registry, version: str) -> None:
     config = EnvelopeConfig(mode="selector", type_header="type", version_header="version")
