@@ -91,6 +91,17 @@ def _key_of(msg: Message) -> bytes | None:
     return bytes(key) if key is not None else None
 
 
+def _size_of(msg: Message) -> int:
+    """Bytes a taken record holds: value, key, header names and values."""
+    value = msg.value()
+    key = msg.key()
+    size = (0 if value is None else len(value)) + (0 if key is None else len(key))
+    # Converted once by confluent-kafka, then kept on the message: the handler reuses it.
+    for name, data in _headers_of(msg):
+        size += len(name) + (0 if data is None else len(data))
+    return size
+
+
 class Worker:
     """One member of the consumer group, delivering to Ometria."""
 
@@ -101,6 +112,11 @@ class Worker:
         self.partitions: dict[TP, PartitionLanes[Message]] = {}
         self.scheduler: Scheduler[Message] = Scheduler(settings.concurrency)
         self.in_flight = 0
+        # Bytes (value, key, headers) of the same records: what they hold in memory.
+        self.in_flight_bytes = 0
+        self.in_flight_bytes_peak = 0
+        # The per-record estimate that sizes a poll by bytes (see _capacity).
+        self._record_estimate = settings.max_record_bytes
         self.state = "starting"
         self.exit_code = EXIT_OK
         self.fatal_reason = ""  # why the first fatal stop happened, for the exit line
@@ -238,6 +254,7 @@ class Worker:
             log.error("final_commit_timed_out", partitions=len(offsets))
         for lanes in self.partitions.values():
             self.in_flight -= lanes.offsets.uncommitted
+            self.in_flight_bytes -= lanes.offsets.uncommitted_bytes
         # Forgotten before close(): its revoke (or a lost session) finds nothing left to
         # drain, commit or count.
         self.partitions.clear()
@@ -297,6 +314,7 @@ class Worker:
         offsets = self._commit_offsets(states, force=True)
         for lanes in states:
             self.in_flight -= lanes.offsets.uncommitted
+            self.in_flight_bytes -= lanes.offsets.uncommitted_bytes
         log.info(
             "partitions_revoked",
             partitions=_fmt(partitions),
@@ -316,12 +334,19 @@ class Worker:
                 for task in list(lanes.runners):
                     task.cancel()
                 self.in_flight -= lanes.offsets.uncommitted
+                self.in_flight_bytes -= lanes.offsets.uncommitted_bytes
         log.warning("partitions_lost", partitions=_fmt(partitions))
+        # What was lost no longer counts: without this, a worker paused at the bound with
+        # every partition lost would pause its next assignment and wait for a commit
+        # that never comes.
+        self._maybe_resume_all()
 
     def on_messages(self, messages: list[Message]) -> None:
         """A batch from the kafka thread: queue each record on its lane."""
         partitions = self.partitions
         taken = 0
+        taken_bytes = 0
+        largest = self.settings.max_record_bytes
         touched: set[TP] = set()
         for msg in messages:
             err = msg.error()
@@ -332,10 +357,16 @@ class Worker:
             lanes = partitions.get(tp)
             if lanes is None or lanes.closed or self._stopping:
                 continue  # not ours (any more): not taken, so not committed
-            lanes.submit(msg)
+            size = _size_of(msg)
+            lanes.submit(msg, size)
             taken += 1
+            taken_bytes += size
+            largest = max(largest, size)
             touched.add(tp)
         self.in_flight += taken
+        self.in_flight_bytes += taken_bytes
+        self._record_estimate = largest
+        self.in_flight_bytes_peak = max(self.in_flight_bytes_peak, self.in_flight_bytes)
         self.metrics.consumed += taken
         self._apply_backpressure(touched)
         if self._source is not None:
@@ -351,7 +382,9 @@ class Worker:
                 self.metrics.committed[tp] = offset
                 lanes = self.partitions.get(tp)
                 if lanes is not None:
+                    held = lanes.offsets.uncommitted_bytes
                     self.in_flight -= lanes.offsets.committed(offset)
+                    self.in_flight_bytes -= held - lanes.offsets.uncommitted_bytes
                     self._maybe_resume(lanes)
             else:
                 self.metrics.commit_failures += 1
@@ -446,8 +479,20 @@ class Worker:
     # -- backpressure -------------------------------------------------------------------
 
     def _capacity(self) -> int:
-        """Free room for new records (read by the kafka thread; an int read is atomic)."""
-        return self.settings.max_in_flight - self.in_flight
+        """Free room for new records (read by the kafka thread; int reads are atomic).
+
+        The room by bytes counts each coming record as large as WORKER_MAX_RECORD_BYTES,
+        or as the largest of the last batch when that was larger (too_large records coming
+        in a row), so a poll cannot take the bytes in flight past their bound by more than
+        about one record. While under the bound there is room for at least one record, so
+        a record larger than the bound still flows, alone.
+        """
+        s = self.settings
+        by_count = s.max_in_flight - self.in_flight
+        free_bytes = s.max_in_flight_bytes - self.in_flight_bytes
+        if free_bytes <= 0:
+            return min(by_count, 0)
+        return min(by_count, max(1, free_bytes // self._record_estimate))
 
     def _on_done(self, lanes: PartitionLanes[Message]) -> None:
         # A paused partition resumes when a commit frees room: ask for one now rather
@@ -465,10 +510,18 @@ class Worker:
 
     def _apply_backpressure(self, touched: set[TP]) -> None:
         s = self.settings
-        if not self._global_pause and self.in_flight >= s.max_in_flight:
+        if not self._global_pause and (
+            self.in_flight >= s.max_in_flight or self.in_flight_bytes >= s.max_in_flight_bytes
+        ):
             self._global_pause = True
             self._pause([lanes for lanes in self.partitions.values() if not lanes.paused])
-            log.info("paused_all", in_flight=self.in_flight, bound=s.max_in_flight)
+            log.info(
+                "paused_all",
+                in_flight=self.in_flight,
+                bound=s.max_in_flight,
+                in_flight_bytes=self.in_flight_bytes,
+                bound_bytes=s.max_in_flight_bytes,
+            )
             self._commit_soon()
             return
         full = [
@@ -482,7 +535,12 @@ class Worker:
             self._commit_soon()
 
     def _maybe_resume_all(self) -> None:
-        if self._global_pause and self.in_flight <= self.settings.max_in_flight // 2:
+        s = self.settings
+        if (
+            self._global_pause
+            and self.in_flight <= s.max_in_flight // 2
+            and self.in_flight_bytes <= s.max_in_flight_bytes // 2
+        ):
             self._global_pause = False
             bound = self.settings.max_in_flight_per_partition // 2
             ready = [
@@ -490,7 +548,7 @@ class Worker:
                 for lanes in self.partitions.values()
                 if lanes.paused and lanes.offsets.uncommitted <= bound
             ]
-            log.info("resumed_all", in_flight=self.in_flight)
+            log.info("resumed_all", in_flight=self.in_flight, in_flight_bytes=self.in_flight_bytes)
             self._resume(ready)
 
     def _pause(self, states: list[PartitionLanes[Message]]) -> None:
@@ -568,6 +626,8 @@ class Worker:
             "dead_lettered": dict(m.dead_lettered),
             "retries": m.retries,
             "in_flight": self.in_flight,
+            "in_flight_bytes": self.in_flight_bytes,
+            "in_flight_bytes_peak": self.in_flight_bytes_peak,
         }
 
     def _summary(self) -> None:
@@ -594,6 +654,7 @@ class Worker:
     def _collect(self) -> None:
         m = self.metrics
         m.in_flight = self.in_flight
+        m.in_flight_bytes = self.in_flight_bytes
         m.assigned_partitions = len(self.partitions)
         m.paused_partitions = sum(1 for lanes in self.partitions.values() if lanes.paused)
 

@@ -157,9 +157,9 @@ class PartitionLanes(Generic[R]):
         """Lanes with work queued or running."""
         return len(self._lanes)
 
-    def submit(self, record: R) -> None:
-        """Take ``record``: track its offset and queue it on its lane."""
-        self.offsets.take(self.offset_of(record))
+    def submit(self, record: R, size: int = 0) -> None:
+        """Take ``record`` (``size`` bytes): track its offset and queue it on its lane."""
+        self.offsets.take(self.offset_of(record), size)
         key = self._key_of(record) if self._by_key else None
         lane = self._lanes.get(key)
         if lane is None:

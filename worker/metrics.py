@@ -68,6 +68,7 @@ class Metrics:
         self.dlq_write_failures = 0
         self.auth_failing = False
         self.in_flight = 0
+        self.in_flight_bytes = 0
         self.paused_partitions = 0
         self.assigned_partitions = 0
         self.committed: dict[tuple[str, int], int] = {}
@@ -171,6 +172,12 @@ class Metrics:
         )
         metric(
             "records_in_flight", "gauge", "Records taken and not yet done.", [("", self.in_flight)]
+        )
+        metric(
+            "records_in_flight_bytes",
+            "gauge",
+            "Bytes (value, key and headers) of the records taken and not yet committed.",
+            [("", self.in_flight_bytes)],
         )
         metric(
             "partitions_assigned",

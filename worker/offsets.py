@@ -9,7 +9,9 @@ What a crash can repeat is every record taken and not yet *committed*: the ones 
 being worked on and the ones done since the last commit the broker acknowledged. That
 count, :attr:`PartitionOffsets.uncommitted`, is what the worker bounds (pausing the
 partition when it reaches the limit), so "at most WORKER_MAX_IN_FLIGHT records are
-sent twice after a crash" is a guarantee, not an estimate.
+sent twice after a crash" is a guarantee, not an estimate. Their size in bytes,
+:attr:`PartitionOffsets.uncommitted_bytes`, has the same lifetime: it is what the worker
+holds in memory for them, bounded by WORKER_MAX_IN_FLIGHT_BYTES.
 """
 
 from __future__ import annotations
@@ -22,23 +24,38 @@ class PartitionOffsets:
 
     Every operation is O(1) amortised: a deque of offsets not yet done (in offset order),
     a set of those finished ahead of the head, and a deque of done offsets awaiting the
-    broker's acknowledgement of a commit at or beyond them.
+    broker's acknowledgement of a commit at or beyond them. The sizes of the records taken
+    and not committed sit in one more deque, in offset order: the done-uncommitted ones
+    first, then the pending ones, so a commit releases sizes from its left end.
     """
 
-    __slots__ = ("_committed", "_done_ahead", "_done_uncommitted", "_next", "_pending")
+    __slots__ = (
+        "_committed",
+        "_done_ahead",
+        "_done_uncommitted",
+        "_next",
+        "_pending",
+        "_sizes",
+        "uncommitted_bytes",
+    )
 
     def __init__(self) -> None:
         self._pending: deque[int] = deque()
         self._done_ahead: set[int] = set()
         self._done_uncommitted: deque[int] = deque()
+        self._sizes: deque[int] = deque()
+        self.uncommitted_bytes = 0  # sum of _sizes: bytes taken and not yet committed
         self._next: int | None = None  # one past the last offset taken
         self._committed: int | None = None  # highest commit the broker acknowledged
 
-    def take(self, offset: int) -> None:
-        """Record that ``offset`` was taken for processing (offsets rise within a partition)."""
+    def take(self, offset: int, size: int = 0) -> None:
+        """Record that ``offset`` (of ``size`` bytes) was taken for processing (offsets rise
+        within a partition)."""
         if self._next is not None and offset < self._next:
             raise ValueError(f"offset {offset} taken after {self._next - 1}: offsets must rise")
         self._pending.append(offset)
+        self._sizes.append(size)
+        self.uncommitted_bytes += size
         self._next = offset + 1
 
     def done(self, offset: int) -> None:
@@ -57,14 +74,18 @@ class PartitionOffsets:
 
     def committed(self, offset: int) -> int:
         """The broker acknowledged a commit at ``offset``; returns how many records stopped
-        being at risk (done offsets below it)."""
+        being at risk (done offsets below it). Their bytes leave :attr:`uncommitted_bytes`."""
         if self._committed is None or offset > self._committed:
             self._committed = offset
         released = self._done_uncommitted
+        sizes = self._sizes
         count = 0
+        freed = 0
         while released and released[0] < offset:
             released.popleft()
+            freed += sizes.popleft()
             count += 1
+        self.uncommitted_bytes -= freed
         return count
 
     @property

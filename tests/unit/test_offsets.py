@@ -90,3 +90,44 @@ def test_random_completion_order_never_commits_an_unfinished_offset() -> None:
         assert mark == taken[-1] + 1 or mark not in finished
     assert offsets.watermark() == taken[-1] + 1
     assert offsets.in_progress == 0
+
+
+def test_uncommitted_bytes_follow_the_records_until_committed() -> None:
+    offsets = PartitionOffsets()
+    for o, size in ((0, 100), (1, 20), (2, 3), (3, 4000)):
+        offsets.take(o, size)
+    assert offsets.uncommitted_bytes == 4123
+    offsets.done(1)
+    offsets.done(0)
+    assert offsets.uncommitted_bytes == 4123  # done is not released until committed
+    assert offsets.committed(1) == 1
+    assert offsets.uncommitted_bytes == 4023
+    assert offsets.committed(0) == 0  # a late, older acknowledgement releases nothing
+    assert offsets.uncommitted_bytes == 4023
+    offsets.done(3)
+    assert offsets.committed(4) == 1  # only 1 is done below 4: 2 is still pending
+    assert offsets.uncommitted_bytes == 4003
+    offsets.done(2)
+    assert offsets.committed(4) == 2
+    assert offsets.uncommitted_bytes == 0
+
+
+def test_uncommitted_bytes_in_random_completion_order() -> None:
+    rng = random.Random(11)
+    offsets = PartitionOffsets()
+    sizes = {o: rng.randrange(1, 1_000_000) for o in sorted(rng.sample(range(5_000), 1_000))}
+    for o, size in sizes.items():
+        offsets.take(o, size)
+    unfinished = list(sizes)
+    rng.shuffle(unfinished)
+    released: set[int] = set()
+    while unfinished:
+        for _ in range(rng.randrange(1, 40)):
+            if unfinished:
+                offsets.done(unfinished.pop())
+        mark = offsets.watermark()
+        assert mark is not None
+        offsets.committed(mark)
+        released |= {o for o in sizes if o < mark}
+        assert offsets.uncommitted_bytes == sum(s for o, s in sizes.items() if o not in released)
+    assert offsets.uncommitted_bytes == 0
