@@ -477,12 +477,16 @@ class Worker:
 
     def _counts(self) -> dict[str, Any]:
         m = self.metrics
+        records, size = self.in_flight()
+        runner = self._runner
         return {
             "consumed": m.consumed,
             "delivered": m.delivered,
             "dead_lettered": dict(m.dead_lettered),
             "retries": m.retries,
-            "in_flight": self.in_flight()[0],
+            "in_flight": records,
+            "in_flight_bytes": size,
+            "in_flight_bytes_peak": runner.intake.admission.peak_bytes if runner else 0,
         }
 
     def _summary(self) -> None:

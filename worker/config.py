@@ -90,7 +90,7 @@ class Settings:
     adaptive_concurrency: bool = True
     max_in_flight: int = 10_000
     max_in_flight_per_partition: int = 1_000
-    max_in_flight_bytes: int = 128 * 1024 * 1024
+    max_in_flight_bytes: int = 134_217_728  # 128 MiB: fits the chart's 512Mi (docs/design.md)
     poll_batch: int = 500
 
     retry_base: float = 0.2
@@ -289,9 +289,7 @@ class Settings:
             adaptive_concurrency=r.boolean("WORKER_ADAPTIVE_CONCURRENCY", True),
             max_in_flight=max_in_flight,
             max_in_flight_per_partition=min(per_partition, max_in_flight),
-            max_in_flight_bytes=r.integer(
-                "WORKER_MAX_IN_FLIGHT_BYTES", 128 * 1024 * 1024, low=1024
-            ),
+            max_in_flight_bytes=r.integer("WORKER_MAX_IN_FLIGHT_BYTES", 134_217_728, low=1),
             poll_batch=r.integer("WORKER_POLL_BATCH", 500, low=1, high=100_000),
             retry_base=r.number("WORKER_RETRY_BASE", 0.2, low=0.001),
             retry_cap=r.number("WORKER_RETRY_CAP", 30.0, low=0.001),

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Final, Literal
@@ -34,6 +35,7 @@ from worker.outcome import Failure
 
 __all__ = [
     "MISSING",
+    "MODEL_CACHE_BYTES",
     "Decoder",
     "EnvelopeConfig",
     "Event",
@@ -65,8 +67,15 @@ MISSING: Final = _Missing()
 # SchemaVer at the very end of dataschema, after a "/" or ":" (Iglu URIs) or alone;
 # one trailing "/" is tolerated because URL-minded producers add one.
 _SCHEMAVER: Final = re.compile(r"(?:^|[/:])([0-9]+)-([0-9]+)-([0-9]+)/?\Z")
-_MODEL_ONLY: Final = re.compile(r"[0-9]+\Z")
-_MODEL_CACHE_LIMIT: Final = 4096
+#: A MODEL longer than this is malformed, not a number: int() of thousands of digits
+#: raises (Python's int max str digits), and no schema has a MODEL of a billion.
+_MODEL_DIGITS: Final = 9
+_MODEL_ONLY: Final = re.compile(rf"[0-9]{{1,{_MODEL_DIGITS}}}\Z")
+#: The dataschema → MODEL cache is bounded by bytes, not only by count: records choose
+#: its keys, and a producer (or an attacker) can send megabyte-long dataschemas.
+MODEL_CACHE_BYTES: Final = 1 << 20
+_MODEL_CACHE_ENTRIES: Final = 4096
+_MODEL_CACHE_KEY_CHARS: Final = 512  # longer dataschemas are read every time, never kept
 _SHOW_LIMIT: Final = 40
 
 
@@ -75,12 +84,14 @@ def model_of(dataschema: str) -> int | None:
 
     ``"https://x/commerce/basket.item_added/2-1-3"`` → 2, ``"commerce/a/1-0-0/"`` → 1,
     ``"iglu:com.acme/a/jsonschema/1-0-0"`` → 1. ``None`` when the string does not end in
-    a SchemaVer: the caller reports that as ``unknown_schema``.
+    a SchemaVer, or when its MODEL has more than nine digits: the caller reports that as
+    ``unknown_schema``.
     """
     match = _SCHEMAVER.search(dataschema)
     if match is None:
         return None
-    return int(match.group(1))
+    digits = match.group(1)
+    return int(digits) if len(digits) <= _MODEL_DIGITS else None
 
 
 def parse_json_pointer(pointer: str) -> tuple[str, ...]:
@@ -248,13 +259,16 @@ def _unknown(detail: str, schema: str | None = None) -> Failure:
 class Decoder:
     """Turns one record (value, headers) into an :class:`Event` or a :class:`Failure`.
 
-    Pure and thread-safe apart from a bounded cache of ``dataschema`` → MODEL, whose
-    worst case under concurrent use is a recomputation.
+    Pure and thread-safe apart from a cache of ``dataschema`` → MODEL, whose worst case
+    under concurrent use is a recomputation. The cache holds at most 4,096 keys of at most
+    512 characters, and at most :data:`MODEL_CACHE_BYTES` of them (``sys.getsizeof``);
+    when full it starts again empty.
     """
 
     def __init__(self, config: EnvelopeConfig | None = None) -> None:
         self.config = config or EnvelopeConfig()
         self._models: dict[str, int] = {}
+        self.cache_bytes = 0  # sys.getsizeof of the keys of _models
         self._selector = self.config.mode == "selector"
         self._type_ptr = _tokens(self.config.type_pointer)
         self._version_ptr = _tokens(self.config.version_pointer)
@@ -322,7 +336,7 @@ class Decoder:
             return 1
         if type(dataschema) is not str:
             return _unknown(
-                f"dataschema must be a string, got {show_value(dataschema)}", f"{type_}/?"
+                f"dataschema must be a string, got {show_value(dataschema)}", f"{type_[:200]}/?"
             )
         model = self._models.get(dataschema)
         if model is None:
@@ -331,11 +345,19 @@ class Decoder:
                 return _unknown(
                     f"dataschema {show_value(dataschema)} does not end in a SchemaVer "
                     "MODEL-REVISION-ADDITION such as 1-0-0",
-                    f"{type_}/?",
+                    f"{type_[:200]}/?",  # as the pipeline cuts it: it goes to headers and logs
                 )
-            if len(self._models) >= _MODEL_CACHE_LIMIT:
-                self._models.clear()  # crude but bounded: a hostile stream cannot grow it
-            self._models[dataschema] = model
+            if len(dataschema) <= _MODEL_CACHE_KEY_CHARS:
+                size = sys.getsizeof(dataschema)
+                if (
+                    len(self._models) >= _MODEL_CACHE_ENTRIES
+                    or self.cache_bytes + size > MODEL_CACHE_BYTES
+                ):
+                    # Crude but bounded: a hostile stream cannot grow it.
+                    self._models.clear()
+                    self.cache_bytes = 0
+                self._models[dataschema] = model
+                self.cache_bytes += size
         return model
 
     def _decode_binary(

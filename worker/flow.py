@@ -123,6 +123,7 @@ class Admission:
     def __init__(self, limits: FlowLimits) -> None:
         self.limits = limits
         self.flows: dict[TP, PartitionFlow] = {}
+        self.peak_bytes = 0  # the most bytes ever held at once (written here, read by the loop)
         self._share_records = limits.max_records_per_partition
         self._share_bytes = limits.max_bytes
 
@@ -220,6 +221,8 @@ class Admission:
                 cut.add(tp)
                 flow.paused = True
                 rewinds.append((tp, record.offset))
+        held = limits.max_bytes - room_bytes
+        self.peak_bytes = max(self.peak_bytes, held)
         return taken, rewinds
 
     def full(self) -> list[PartitionFlow]:

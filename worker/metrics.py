@@ -191,6 +191,12 @@ class Metrics:
             [("", self.in_flight_bytes)],
         )
         metric(
+            "records_in_flight_bytes",
+            "gauge",
+            "Bytes (value, key and headers) of the records taken and not yet committed.",
+            [("", self.in_flight_bytes)],
+        )
+        metric(
             "partitions_assigned",
             "gauge",
             "Partitions this worker owns.",

@@ -10,7 +10,7 @@
 
 It never raises: any unexpected exception (a bug) becomes a ``Failure`` too, so one
 poisonous record can never stop a partition. It does no I/O and holds no mutable state
-apart from the envelope's small cache, so it is cheap to call from any thread.
+apart from the envelope's cache (bounded by bytes), so it is cheap to call from any thread.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ DEFAULT_MAX_BYTES = 1_048_576
 class Pipeline:
     """Decode, validate and map Kafka records with one registry and one envelope setting."""
 
-    __slots__ = ("_decode", "_max_bytes", "_table", "envelope", "max_bytes", "registry")
+    __slots__ = ("_decode", "_max_bytes", "_table", "decoder", "envelope", "max_bytes", "registry")
 
     def __init__(
         self,
@@ -46,7 +46,8 @@ class Pipeline:
         self.envelope = envelope or EnvelopeConfig()
         self.max_bytes = max_bytes
         self._max_bytes = max_bytes
-        self._decode = Decoder(self.envelope).decode
+        self.decoder = Decoder(self.envelope)
+        self._decode = self.decoder.decode
         self._table = registry.table
 
     @classmethod

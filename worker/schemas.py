@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import re2
 import yaml
 
 from worker.envelope import MISSING, parse_json_pointer, show_value
@@ -114,6 +115,7 @@ _KEYWORDS_BY_TYPE: Final[Mapping[str, frozenset[str]]] = {
 }
 _ALL_KEYWORDS: Final = frozenset().union(*_KEYWORDS_BY_TYPE.values()) | _ANY_TYPE_KEYWORDS
 _TYPE_NAME: Final = re.compile(r"[^\s/]+\Z")
+_MODEL_MAX: Final = 999_999_999  # nine digits, as the envelope reads a MODEL
 
 
 class SchemaError(Exception):
@@ -281,14 +283,37 @@ def load_file(path: Path) -> CompiledSchema:
         raise SchemaError([(path, str(exc))]) from None
     except RecursionError:
         raise SchemaError([(path, "the schema is nested too deeply")]) from None
+    except Exception as exc:  # noqa: BLE001  # a schema file must never crash start-up
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise SchemaError([(path, f"cannot load: {_cut(detail, 300)}")]) from None
     return CompiledSchema(type_, model, path, function, code)
 
 
 # --- reading files ------------------------------------------------------------------------
 
 
+#: A schema file is a page or two; anything this large is a mistake (or an attack).
+MAX_FILE_BYTES: Final = 1_048_576
+#: Integers a schema file may hold: orjson's range, so that every constant can be sent.
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**64 - 1
+_INT_TEXT_LIMIT: Final = 64  # characters of one integer literal, "_" and sign included
+
+
 class _StrictLoader(yaml.CSafeLoader):
-    """PyYAML's safe loader, but a key given twice in one mapping is an error, not "last wins"."""
+    """PyYAML's safe loader, stricter: a key given twice in one mapping is an error (not
+    "last wins"), anchors and aliases are refused, and integers must fit 64 bits.
+
+    Aliases are refused because they multiply: a file of one kilobyte can stand for
+    billions of nodes ("billion laughs"), and every check that walks the document would
+    walk them all. libyaml composes the nodes; an alias is the one way for a node to appear
+    twice in the tree, so :meth:`construct_document` first walks the tree once and refuses
+    any node met a second time, before anything expands it.
+    """
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _refuse_aliases(node)
+        return super().construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -304,6 +329,63 @@ class _StrictLoader(yaml.CSafeLoader):
                 raise _Problem(f"key {key!r} appears twice in one mapping ({key_node.start_mark})")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = str(node.value)
+        if len(text) > _INT_TEXT_LIMIT:
+            # Checked before int(): YAML 1.1's base-60 integers (1:30:00) are summed in
+            # Python, quadratically, and int() of thousands of digits raises.
+            raise _Problem(
+                f"line {node.start_mark.line + 1}: integer {_cut(text, 24)} is too long "
+                f"({len(text)} characters)"
+            )
+        value = super().construct_yaml_int(node)
+        _check_int(value, f"line {node.start_mark.line + 1}: ")
+        return value
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+
+
+def _refuse_aliases(root: yaml.Node) -> None:
+    """Raise when a node occurs twice in the composed tree (only an alias does that),
+    naming the line of the first such node in document order: the anchored value."""
+    seen: set[int] = set()
+    stack: list[yaml.Node] = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            raise _Problem(
+                f"line {node.start_mark.line + 1}: the value here is used again through an "
+                "alias; YAML anchors and aliases (&name, *name, <<: *name) are not "
+                "supported: write the value out where it is used"
+            )
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key, value in reversed(node.value):
+                stack.append(value)
+                stack.append(key)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed(node.value))
+
+
+def _check_int(value: int, where: str) -> None:
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise _Problem(
+            f"{where}integer {_cut(str(value), 24)} is beyond 64 bits (from -2^63 to 2^64-1)"
+        )
+
+
+def _json_int(text: str) -> int:
+    if len(text) > _INT_TEXT_LIMIT:
+        raise _Problem(f"integer {_cut(text, 24)} is too long ({len(text)} characters)")
+    value = int(text)
+    _check_int(value, "")
+    return value
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -321,13 +403,20 @@ def _reject_constant(name: str) -> Any:
 
 def _read(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise _Problem(f"the file is larger than {MAX_FILE_BYTES} bytes")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise _Problem(f"cannot read: {exc}") from None
     if path.suffix == ".json":
         try:
             return json.loads(
-                text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
+                text,
+                object_pairs_hook=_no_duplicates,
+                parse_constant=_reject_constant,
+                parse_int=_json_int,
             )
         except json.JSONDecodeError as exc:
             raise _Problem(f"not valid JSON: {exc}") from None
@@ -368,8 +457,10 @@ def _check_top(document: Any) -> tuple[str, int, dict[str, Any], dict[str, Any]]
     if not isinstance(type_, str) or not _TYPE_NAME.match(type_):
         raise _Problem(f"type: must be a non-empty string without spaces or '/', got {type_!r}")
     model = top["model"]
-    if type(model) is not int or model < 1:
-        raise _Problem(f"model: must be an integer >= 1 (the SchemaVer MODEL), got {model!r}")
+    if type(model) is not int or not 1 <= model <= _MODEL_MAX:
+        raise _Problem(
+            f"model: must be an integer from 1 to {_MODEL_MAX} (the SchemaVer MODEL), got {model!r}"
+        )
     if "description" in top and not isinstance(top["description"], str):
         raise _Problem("description: must be a string")
     ometria = _check_keys(top["ometria"], "ometria", _OMETRIA_REQUIRED, _OMETRIA_OPTIONAL)
@@ -440,8 +531,8 @@ def _check_node(node: Any, where: str) -> None:
             raise _Problem(f"{where}.pattern: must be a string")
         try:
             _compile_pattern(node["pattern"])
-        except re.error as exc:
-            raise _Problem(f"{where}.pattern: not a valid regular expression: {exc}") from None
+        except ValueError as exc:
+            raise _Problem(f"{where}.pattern: {exc}") from None
     if "format" in node and not isinstance(node["format"], str):
         raise _Problem(f"{where}.format: must be a string")
     if "enum" in node and (not isinstance(node["enum"], list) or not node["enum"]):
@@ -492,33 +583,63 @@ def _check_json_value(value: Any, where: str) -> None:
     raise _Problem(f"{where}: {value!r} is not a JSON value")
 
 
-def _compile_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile a JSON Schema ``pattern`` so that it behaves as ECMA-262 would.
+#: RE2's memory budget for one pattern (its compiled program and its DFA cache): a
+#: pattern that needs more is refused at load; matching stays linear within it.
+PATTERN_MAX_MEM: Final = 1_048_576
 
-    Two differences matter for validation: Python's ``$`` also matches before a final
-    newline (``"GBP\\n"`` would pass ``^[A-Z]{3}$``), so an unescaped ``$`` outside a
-    character class becomes ``\\Z``; and ``\\d``/``\\w`` are ASCII in ECMA-262, hence
-    ``re.ASCII``.
+_RE2_OPTIONS: Final = re2.Options()
+_RE2_OPTIONS.log_errors = False  # RE2 would print each refused pattern on stderr
+_RE2_OPTIONS.never_capture = True  # only "does it match" is asked: no groups to track
+_RE2_OPTIONS.max_mem = PATTERN_MAX_MEM
+# The wrapper's Python-level search() costs ~3 µs a call, the match under it ~0.4 µs: the
+# generated code calls the RE2 object underneath it (pinned in requirements.lock; the
+# pattern tests fail if a release moves it).
+_RE2: Final = re2._re2.RE2
+_UNANCHORED: Final = _RE2.Anchor.UNANCHORED
+# One escape at a time, so that r"\\u0041" (a backslash, then "u0041") stays as it is.
+_ESCAPE: Final = re.compile(
+    r"\\(?:u([0-9A-Fa-f]{4})(?:\\u([dD][c-fC-F][0-9A-Fa-f]{2}))?|.)", re.DOTALL
+)
+
+
+def _compile_pattern(pattern: str) -> Any:
+    """Compile a JSON Schema ``pattern`` with RE2, a linear-time engine.
+
+    A backtracking engine (Python's ``re``, ECMA-262's) takes exponential time on some
+    patterns (``^(a+)+$`` against ``"aaa…a!"``): one such pattern and one event would
+    block the worker for minutes. RE2 matches in time linear in the value, whatever the
+    pattern; in exchange it has no look-around and no back-references (refused here,
+    with RE2's reason). Its semantics are ECMA-262's where validation cares: ``$`` is the
+    end of the string (not before a final newline), ``\\d``, ``\\w``, ``\\b`` and
+    ``\\s`` are ASCII. ECMA's ``\\uXXXX`` (and a surrogate pair of them) becomes
+    RE2's ``\\x{…}``. Raises ``ValueError`` with the reason.
     """
-    out: list[str] = []
-    in_class = False
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "\\":
-            out.append(pattern[i : i + 2])
-            i += 2
-            continue
-        if in_class:
-            if char == "]":
-                in_class = False
-        elif char == "[":
-            in_class = True
-        elif char == "$":
-            char = r"\Z"
-        out.append(char)
-        i += 1
-    return re.compile("".join(out), re.ASCII)
+    translated = _ESCAPE.sub(_unicode_escape, pattern)
+    try:
+        encoded = translated.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode (a lone surrogate)") from None
+    compiled = _RE2(encoded, _RE2_OPTIONS)
+    if not compiled.ok():
+        reason = compiled.error()
+        reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+        raise ValueError(
+            f"not a valid regular expression for RE2, the linear-time engine the worker "
+            f"uses: {reason} (no look-around, no back-references, counts up to 1000)"
+        )
+    return compiled
+
+
+def _unicode_escape(match: re.Match[str]) -> str:
+    if match.group(1) is None:
+        return match.group(0)  # any other escape: RE2 reads it as ECMA-262 does, or refuses it
+    code = int(match.group(1), 16)
+    low = match.group(2)
+    if low is not None and 0xD800 <= code <= 0xDBFF:
+        code = 0x10000 + ((code - 0xD800) << 10) + (int(low, 16) - 0xDC00)
+        return f"\\x{{{code:X}}}"
+    tail = f"\\x{{{int(low, 16):X}}}" if low is not None else ""
+    return f"\\x{{{code:X}}}{tail}"
 
 
 # --- compiling ----------------------------------------------------------------------------
@@ -570,6 +691,9 @@ class _Compiler:
         self.lines: list[str] = []
         self.namespace: dict[str, Any] = {
             "_M": MISSING,
+            "_U": _UNANCHORED,
+            "_F64": _FLOAT_LIMIT,
+            "_inexact": _inexact,
             "_missing": _missing,
             "_bad": _bad,
             "_bad_type": _bad_type,
@@ -827,9 +951,20 @@ class _Compiler:
                 n = node["maxLength"]
                 fail(f"{length} > {n!r}", f"must be at most {n} character(s) long")
             if "pattern" in node:
-                pattern = self.constant(_compile_pattern(node["pattern"]), "_P")
-                fail(f"{pattern}.search({var}) is None", f"must match {node['pattern']}")
+                match = self.constant(_compile_pattern(node["pattern"]).Match, "_P")
+                encoded = self.fresh("b")
+                self.emit(indent, f"{encoded} = {var}.encode()")
+                # One span, (-1, -1) when there is no match (never_capture: no groups).
+                fail(
+                    f"{match}(_U, {encoded}, 0, len({encoded}))[0][0] < 0",
+                    f"must match {node['pattern']}",
+                )
         elif json_type in ("integer", "number"):
+            if json_type == "number":
+                # An integer beyond 64 bits, or any number that large, reaches us as a float
+                # that is not what was sent: refuse it rather than forward another number.
+                self.emit(indent, f"if type({var}) is float and not -_F64 < {var} < _F64:")
+                self.emit(indent + 1, f"return _inexact({here}, {var})")
             for key, op, words in (
                 ("minimum", "<", ">="),
                 ("maximum", ">", "<="),
@@ -984,6 +1119,14 @@ def _optional(value: _Value) -> bool:
 
 # --- helpers the generated code calls, on the failure path only ---------------------------
 
+#: 2^63 as a float. orjson reads a JSON integer from -2^63 to 2^64-1 exactly (an int) and
+#: any other as the nearest float, silently: a float this large may be such an integer,
+#: already rounded, so it is refused (``number``) or reported as such (``integer``).
+_FLOAT_LIMIT: Final = float(2**63)
+_BEYOND_64_BITS: Final = (
+    "integers beyond 64 bits (and numbers of 2^63 or more) cannot be read exactly"
+)
+
 
 def _json_type(value: Any) -> str:
     if value is None:
@@ -1012,7 +1155,15 @@ def _bad(path: str, message: str, value: Any) -> str:
 
 
 def _bad_type(path: str, expected: str, value: Any) -> str:
+    if "integer" in expected and type(value) is float and abs(value) >= _FLOAT_LIMIT:
+        return f"{path}: must be {expected}, got {show_value(value)}: {_BEYOND_64_BITS}"
     return f"{path}: must be {expected}, got {_json_type(value)} {show_value(value)}"
+
+
+def _inexact(path: str, value: float) -> str:
+    return f"{path}: must be a number below 2^63 in magnitude, got {show_value(value)}: " + (
+        _BEYOND_64_BITS
+    )
 
 
 def _absent_or_bad_type(
