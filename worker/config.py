@@ -86,7 +86,7 @@ class Settings:
     attempt_timeout: float = 15.0
 
     ordering: Ordering = "partition"
-    concurrency: int = 64
+    concurrency: int = 256
     adaptive_concurrency: bool = True
     max_in_flight: int = 10_000
     max_in_flight_per_partition: int = 1_000
@@ -285,7 +285,7 @@ class Settings:
             read_timeout=read_timeout,
             attempt_timeout=attempt_timeout,
             ordering=cast(Ordering, r.choice("WORKER_ORDERING", "partition", ("partition", "key"))),
-            concurrency=r.integer("WORKER_CONCURRENCY", 64, low=1, high=4096),
+            concurrency=r.integer("WORKER_CONCURRENCY", 256, low=1, high=4096),
             adaptive_concurrency=r.boolean("WORKER_ADAPTIVE_CONCURRENCY", True),
             max_in_flight=max_in_flight,
             max_in_flight_per_partition=min(per_partition, max_in_flight),

@@ -35,7 +35,6 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -44,27 +43,15 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from worker.observe import KAFKA_LOGGER
 from worker.outcome import Failure
+from worker.records import DeadLetterUnavailable, Record
 
 log = structlog.get_logger("worker.deadletter")
 
 Headers = list[tuple[str, bytes | None]]
 
 
-class DeadLetterUnavailable(Exception):
-    """The dead-letter topic could not be written within the configured time: stop the
-    worker (non-zero exit) rather than commit past the record or drop it."""
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
-    """What a dead letter must preserve of the original record."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
+SourceRecord = Record
+"""The original record a dead letter preserves (the project's :class:`Record`)."""
 
 
 def dead_letter_headers(

@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 
 from worker.metrics import Metrics
-from worker.ometria import Answer, OmetriaClient
+from worker.ometria import Answer
 from worker.outcome import Failure, Mapped
-from worker.pacing import Gate, Limiter, RateLimiter
+from worker.pacing import Gate, Limiter, RateLimiter, Recovery
+from worker.records import Sender
 from worker.retry import Verdict, backoff, classify
 
 log = structlog.get_logger("worker.delivery")
@@ -53,20 +55,26 @@ class Deliverer:
 
     def __init__(
         self,
-        client: OmetriaClient,
+        client: Sender,
         *,
         policy: RetryPolicy,
         gate: Gate,
         limiter: Limiter,
         metrics: Metrics,
         rate: RateLimiter | None = None,
+        recovery: Recovery | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
+        self._clock = clock
+        self._wall_clock = wall_clock
         self.policy = policy
         self.gate = gate
         self.limiter = limiter
         self.rate = rate or RateLimiter(enabled=False)
+        self.recovery = recovery or Recovery(clock=clock)
         self.metrics = metrics
         self._rng = rng or random.Random()
         # True from an unexpected error's traceback until the next delivery: one traceback
@@ -77,46 +85,58 @@ class Deliverer:
         """Deliver ``mapped``; returns (None, attempts) or (the permanent failure, attempts)."""
         policy = self.policy
         metrics = self.metrics
-        started = time.monotonic()
+        clock = self._clock
+        gate = self.gate
+        started = clock()
         attempts = 0
         failures = 0  # transient failures in a row, for the backoff exponent
         unexpected = False  # whether an unexpected error hit this record already
         while True:
-            probe = await self.gate.wait()
+            probe = await gate.wait()
             await self.rate.acquire()
             await self.limiter.acquire()
-            sent = time.monotonic()
+            if not probe and gate.throttled_for > 0:
+                # A 429 closed the gate while this attempt waited for a slot: it waits too.
+                self.limiter.release()
+                continue
+            sent = clock()
             try:
                 answer = await self.client.track(mapped.body)
             finally:
                 self.limiter.release()
             attempts += 1
-            metrics.observe_answer(answer.status, time.monotonic() - sent, answer.error)
-            decision = classify(answer.status, answer.retry_after, now=time.time())
+            rtt = clock() - sent
+            metrics.observe_answer(answer.status, rtt, answer.error)
+            decision = classify(answer.status, answer.retry_after, now=self._wall_clock())
             verdict = decision.verdict
+            if verdict is not Verdict.THROTTLE:
+                self.limiter.observe(rtt, trouble=verdict is Verdict.RETRY)
 
             if verdict is Verdict.AUTH:
-                self.gate.auth_failed(probe)
+                gate.auth_failed(probe)
                 metrics.auth_failing = True
-                if self.gate.auth_failures == 1 or self.gate.auth_failures % STREAK_LOG_EVERY == 0:
+                if gate.auth_failures == 1 or gate.auth_failures % STREAK_LOG_EVERY == 0:
                     log.error(
                         "ometria_refuses_credentials",
                         status=answer.status,
-                        consecutive=self.gate.auth_failures,
+                        consecutive=gate.auth_failures,
                         action="delivery paused; retrying every "
                         f"{policy.auth_retry_interval:g}s; check OMETRIA_KEY/OMETRIA_SECRET",
                     )
                 continue  # the gate spaces the probes; auth trouble never dead-letters
-            self.gate.auth_ok(probe)
-            metrics.auth_failing = self.gate.auth_failing
+            gate.auth_ok(probe)
+            metrics.auth_failing = gate.auth_failing
 
+            if verdict is not Verdict.RETRY:
+                outage = self.recovery.answered()
+                if outage is not None:
+                    log.info("ometria_recovered", outage_s=round(outage, 3))
             if verdict is Verdict.DONE:
                 self._unexpected_logged = False
-                self.limiter.on_success()
                 self.rate.on_success()
                 if failures:
                     log.info("retry_streak_ended", attempts=attempts, schema=mapped.schema)
-                metrics.delivery_seconds.observe(time.monotonic() - started)
+                metrics.delivery_seconds.observe(clock() - started)
                 return None, attempts
             if verdict is Verdict.REJECT:
                 return _rejected(mapped, answer), attempts
@@ -142,8 +162,9 @@ class Deliverer:
                 if wait is None:
                     wait = backoff(failures, base=policy.base, cap=policy.cap, rng=self._rng)
                 wait = min(wait, policy.retry_after_max)
-                self.gate.throttle(wait)
+                gate.throttle(wait)
             else:
+                epoch = self.recovery.failed()
                 wait = backoff(failures, base=policy.base, cap=policy.cap, rng=self._rng)
                 if decision.retry_after is not None:
                     wait = max(wait, min(decision.retry_after, policy.retry_after_max))
@@ -161,11 +182,12 @@ class Deliverer:
                     log.warning("retrying", **fields)
                 else:
                     log.error("retrying", **fields, action=hint)
-            if policy.deadline is not None and (
-                time.monotonic() - started + wait > policy.deadline
-            ):
+            if policy.deadline is not None and (clock() - started + wait > policy.deadline):
                 return _exhausted(mapped, answer, attempts, policy.deadline), attempts
-            await asyncio.sleep(wait)
+            if verdict is Verdict.THROTTLE:
+                await asyncio.sleep(wait)  # Retry-After is honoured in full
+            else:
+                await self.recovery.backoff(wait, epoch)
 
 
 def _rejected(mapped: Mapped, answer: Answer) -> Failure:

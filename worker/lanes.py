@@ -21,34 +21,35 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any, Generic, TypeVar
+from typing import Any
 
+from worker.flow import PartitionFlow
 from worker.offsets import PartitionOffsets
-
-R = TypeVar("R")
+from worker.records import TP, Record
 
 LaneKey = bytes | None
+Handler = Callable[["Partition", Record], Coroutine[Any, Any, None]]
 
 
-class Lane(Generic[R]):
+class Lane:
     """A queue of records of one partition (and key), handled one at a time."""
 
     __slots__ = ("busy", "key", "owner", "queue", "ready")
 
-    def __init__(self, owner: PartitionLanes[R], key: LaneKey) -> None:
+    def __init__(self, owner: Partition, key: LaneKey) -> None:
         self.owner = owner
         self.key = key
-        self.queue: deque[R] = deque()
+        self.queue: deque[Record] = deque()
         self.busy = False  # a runner is handling its head record
         self.ready = False  # it sits in the scheduler's ready queue
 
 
-class Scheduler(Generic[R]):
+class Scheduler:
     """Runs ready lanes' head records on at most ``limit`` runner tasks."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._ready: deque[Lane[R]] = deque()
+        self._ready: deque[Lane] = deque()
         self._runners: set[asyncio.Task[None]] = set()
 
     @property
@@ -56,7 +57,7 @@ class Scheduler(Generic[R]):
         """Runner tasks alive."""
         return len(self._runners)
 
-    def make_ready(self, lane: Lane[R]) -> None:
+    def make_ready(self, lane: Lane) -> None:
         """Queue ``lane`` for a runner (it has work and no runner is on it)."""
         if lane.ready or lane.busy:
             return
@@ -103,7 +104,7 @@ class Scheduler(Generic[R]):
                 if owner.busy == 0:
                     owner.idle.set()
             lane.queue.popleft()
-            owner.offsets.done(owner.offset_of(record))
+            owner.offsets.done(record.offset)
             owner.on_done(owner)
             if lane.queue and not owner.closed:
                 lane.ready = True
@@ -112,62 +113,67 @@ class Scheduler(Generic[R]):
                 owner.forget(lane)
 
 
-class PartitionLanes(Generic[R]):
-    """The lanes and offsets of one assigned partition.
+class Partition:
+    """The event loop's state for one assigned partition: lanes, offsets, flow counters.
 
     A new object is made on every assignment, so work left over from an earlier
     ownership (cancelled on revoke) can never touch the offsets of a later one.
     """
 
+    __slots__ = (
+        "_by_key",
+        "_lanes",
+        "_scheduler",
+        "busy",
+        "closed",
+        "flow",
+        "handle",
+        "idle",
+        "offsets",
+        "on_done",
+        "partition",
+        "runners",
+        "skip",
+        "topic",
+        "tp",
+    )
+
     def __init__(
         self,
-        topic: str,
-        partition: int,
+        flow: PartitionFlow,
         *,
         by_key: bool,
-        scheduler: Scheduler[R],
-        handle: Callable[[PartitionLanes[R], R], Coroutine[Any, Any, None]],
-        offset_of: Callable[[R], int],
-        key_of: Callable[[R], LaneKey],
+        scheduler: Scheduler,
+        handle: Handler,
+        skip: frozenset[int] = frozenset(),
     ) -> None:
-        self.topic = topic
-        self.partition = partition
+        self.flow = flow
+        self.tp: TP = flow.tp
+        self.topic, self.partition = flow.tp
         self.offsets = PartitionOffsets()
+        self.skip = skip  # offsets a previous owner finished (commit metadata)
         self.closed = False
-        self.paused = False
         self.busy = 0  # records being handled right now
         self.idle = asyncio.Event()
         self.idle.set()
         self.runners: set[asyncio.Task[None]] = set()
         self.handle = handle
-        self.offset_of = offset_of
+        self.on_done: Callable[[Partition], None] = _nothing
         self._by_key = by_key
         self._scheduler = scheduler
-        self._key_of = key_of
-        self._lanes: dict[LaneKey, Lane[R]] = {}
-        self.on_done: Callable[[PartitionLanes[R]], None] = lambda _p: None
+        self._lanes: dict[LaneKey, Lane] = {}
 
-    @property
-    def tp(self) -> tuple[str, int]:
-        """(topic, partition)."""
-        return (self.topic, self.partition)
-
-    @property
-    def lane_count(self) -> int:
-        """Lanes with work queued or running."""
-        return len(self._lanes)
-
-    def submit(self, record: R, size: int = 0) -> None:
-        """Take ``record`` (``size`` bytes): track its offset and queue it on its lane."""
-        self.offsets.take(self.offset_of(record), size)
-        key = self._key_of(record) if self._by_key else None
+    def submit(self, record: Record) -> None:
+        """Take ``record``: track its offset and queue it on its lane."""
+        self.offsets.take(record.offset, record.size)
+        key = record.key if self._by_key else None
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = Lane(self, key)
         lane.queue.append(record)
         self._scheduler.make_ready(lane)
 
-    def forget(self, lane: Lane[R]) -> None:
+    def forget(self, lane: Lane) -> None:
         """Drop an empty (or abandoned) lane."""
         if self._lanes.get(lane.key) is lane:
             del self._lanes[lane.key]
@@ -175,6 +181,12 @@ class PartitionLanes(Generic[R]):
     def close(self) -> None:
         """Take nothing more; lanes stop after the record they are on."""
         self.closed = True
+
+    def cancel(self) -> None:
+        """Close and cancel the records being handled now (they stay undone)."""
+        self.closed = True
+        for task in list(self.runners):
+            task.cancel()
 
     async def drain(self, timeout: float) -> bool:
         """Wait for the records being handled to finish; cancel what is left at ``timeout``.
@@ -191,3 +203,7 @@ class PartitionLanes(Generic[R]):
             await asyncio.gather(*pending, return_exceptions=True)
             return False
         return True
+
+
+def _nothing(_partition: Partition) -> None:
+    return None

@@ -57,6 +57,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.consumed = 0
+        self.skipped = 0
         self.delivered = 0
         self.dead_lettered: dict[str, int] = {}
         self.retries = 0
@@ -73,6 +74,7 @@ class Metrics:
         self.assigned_partitions = 0
         self.committed: dict[tuple[str, int], int] = {}
         self.lag: dict[tuple[str, int], int] = {}
+        self.stalled: dict[tuple[str, int], int] = {}
         self.attempt_seconds = Histogram()
         self.delivery_seconds = Histogram()
         self.collectors: list[Callable[[], None]] = []
@@ -109,6 +111,12 @@ class Metrics:
 
         metric(
             "records_consumed_total", "counter", "Records taken from Kafka.", [("", self.consumed)]
+        )
+        metric(
+            "records_skipped_total",
+            "counter",
+            "Records a previous owner of the partition had finished (commit metadata).",
+            [("", self.skipped)],
         )
         metric(
             "records_delivered_total",
@@ -171,7 +179,16 @@ class Metrics:
             [("", 1 if self.auth_failing else 0)],
         )
         metric(
-            "records_in_flight", "gauge", "Records taken and not yet done.", [("", self.in_flight)]
+            "records_in_flight",
+            "gauge",
+            "Records taken and not yet committed.",
+            [("", self.in_flight)],
+        )
+        metric(
+            "records_in_flight_bytes",
+            "gauge",
+            "Bytes of the records taken and not yet committed.",
+            [("", self.in_flight_bytes)],
         )
         metric(
             "records_in_flight_bytes",
@@ -200,11 +217,19 @@ class Metrics:
                 for (t, pt), o in sorted(self.committed.items())
             ],
         )
+        lag = {**self.lag, **self.stalled}
         metric(
             "consumer_lag",
             "gauge",
-            "Consumer lag per partition (librdkafka statistics).",
-            [(f'{{topic="{t}",partition="{pt}"}}', n) for (t, pt), n in sorted(self.lag.items())],
+            "Consumer lag per partition (librdkafka statistics; broker watermarks for a "
+            "stalled partition).",
+            [(f'{{topic="{t}",partition="{pt}"}}', n) for (t, pt), n in sorted(lag.items())],
+        )
+        metric(
+            "partitions_stalled",
+            "gauge",
+            "Owned partitions with lag that received nothing for 30 s (being unstuck).",
+            [("", len(self.stalled))],
         )
         out += self.attempt_seconds.render(
             f"{p}_http_request_duration_seconds", "Duration of one POST to Ometria."

@@ -72,6 +72,10 @@ class OmetriaClient:
     pre-built headers: the ``AsyncClient`` layer above it (URL merging, auth flows,
     cookies, redirects, event hooks) does nothing this client needs and cost ~40 % of the
     CPU per request (docs/performance.md). Basic auth is one pre-computed header.
+
+    ``transport`` names the transport to build (``"aiohttp"``, ``"httpx"``) or is any
+    ``httpx.AsyncBaseTransport`` to use as it is, e.g. ``httpx.MockTransport(handler)``
+    in tests.
     """
 
     def __init__(
@@ -84,7 +88,7 @@ class OmetriaClient:
         read_timeout: float = 10.0,
         attempt_timeout: float = 15.0,
         verify: bool | str = True,
-        transport: Literal["aiohttp", "httpx"] = "aiohttp",
+        transport: Literal["aiohttp", "httpx"] | httpx.AsyncBaseTransport = "aiohttp",
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._attempt_timeout = attempt_timeout
@@ -100,7 +104,10 @@ class OmetriaClient:
         )
         if verify_arg is True:
             verify_arg = ssl.create_default_context()
-        if transport == "aiohttp":
+        self._transport: httpx.AsyncBaseTransport
+        if isinstance(transport, httpx.AsyncBaseTransport):
+            self._transport = transport
+        elif transport == "aiohttp":
             self._transport = _aiohttp_transport(concurrency, verify_arg, connect_timeout)
         else:
             self._transport = httpx.AsyncHTTPTransport(

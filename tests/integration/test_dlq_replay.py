@@ -108,7 +108,7 @@ def dead_letter(
     source = SourceRecord(source_topic, partition, offset, key, value, list(ORIGINAL_HEADERS))
     extra = dead_letter_headers(source, Failure(reason, "why", "schema"), 0, now=at)
     # produce() is typed for bytes values; librdkafka sends None as a null header.
-    return (key, value, cast("list[tuple[str, bytes]]", source.headers + extra), None)
+    return (key, value, cast("list[tuple[str, bytes]]", list(source.headers) + extra), None)
 
 
 def replayed(bootstrap: str, topic: str, expected: int) -> list[Message]:

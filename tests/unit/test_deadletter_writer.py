@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from worker.deadletter import DeadLetterUnavailable, DeadLetterWriter, SourceRecord
+from worker.deadletter import DeadLetterWriter, SourceRecord
 from worker.outcome import Failure
+from worker.records import DeadLetterUnavailable
 
 SOURCE = SourceRecord(
     topic="commerce", partition=0, offset=7, key=b"k", value=b"x" * 100, headers=[]

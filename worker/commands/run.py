@@ -67,11 +67,55 @@ def _environ() -> dict[str, str]:
 
 async def _main(settings: Settings, pipeline: object) -> int:
     from worker.app import Worker  # noqa: PLC0415
+    from worker.consumer import ConfluentSource  # noqa: PLC0415
+    from worker.deadletter import DeadLetterWriter  # noqa: PLC0415
+    from worker.flow import FlowLimits  # noqa: PLC0415
+    from worker.intake import IntakeThread, Listener  # noqa: PLC0415
+    from worker.metrics import Metrics  # noqa: PLC0415
     from worker.observe import HealthServer  # noqa: PLC0415
+    from worker.ometria import OmetriaClient  # noqa: PLC0415
     from worker.pipeline import Pipeline  # noqa: PLC0415
 
     assert isinstance(pipeline, Pipeline)
-    worker = Worker(settings, pipeline)
+    s = settings
+
+    def intake(
+        listener: Listener, limits: FlowLimits, loop: asyncio.AbstractEventLoop
+    ) -> IntakeThread:
+        return IntakeThread(
+            ConfluentSource(s.consumer_config()),
+            listener,
+            limits,
+            loop,
+            topics=s.topics,
+            revoke_timeout=s.rebalance_drain_timeout,
+            start_at_earliest=s.auto_offset_reset == "earliest",
+        )
+
+    metrics = Metrics()
+    worker = Worker(
+        s,
+        pipeline,
+        intake=intake,
+        metrics=metrics,
+        sink=DeadLetterWriter(
+            s.producer_config(),
+            s.dlq_topic,
+            truncate_bytes=s.dlq_truncate_bytes,
+            give_up_after=s.dlq_timeout,
+            on_failure=metrics.dlq_write_failed,
+        ),
+        sender=OmetriaClient(
+            s.base_url,
+            auth=s.auth,
+            concurrency=s.concurrency,
+            connect_timeout=s.connect_timeout,
+            read_timeout=s.read_timeout,
+            attempt_timeout=s.attempt_timeout,
+            verify=s.tls_verify,
+            transport=s.http_transport,
+        ),
+    )
 
     def livez() -> tuple[int, str, bytes]:
         health = worker.health()
@@ -85,13 +129,13 @@ async def _main(settings: Settings, pipeline: object) -> int:
         health = worker.health()
         return (200 if health["ready"] else 503, "application/json", orjson.dumps(health))
 
-    def metrics() -> tuple[int, str, bytes]:
-        return (200, "text/plain; version=0.0.4", worker.metrics.render().encode())
+    def scrape() -> tuple[int, str, bytes]:
+        return (200, "text/plain; version=0.0.4", metrics.render().encode())
 
     server = HealthServer(
         settings.http_host,
         settings.http_port,
-        {"/livez": livez, "/readyz": readyz, "/metrics": metrics},
+        {"/livez": livez, "/readyz": readyz, "/metrics": scrape},
     )
     try:
         await server.start()
