@@ -36,8 +36,11 @@ def pin(core: int) -> None:
 
 
 @contextlib.contextmanager
-def stand_in(*args: str, core: int = 1) -> Iterator[str]:
-    """Run ``ometria-worker stub`` in a child process pinned to ``core``; yields its URL."""
+def stand_in(*args: str, core: int = 1, record: bool = False) -> Iterator[str]:
+    """Run ``ometria-worker stub`` in a child process pinned to ``core``; yields its URL.
+
+    With ``record`` it keeps every attempt (time, request_id) for the admin API, which
+    costs it memory and some CPU; without, counters only."""
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "url"
         proc = subprocess.Popen(
@@ -50,7 +53,7 @@ def stand_in(*args: str, core: int = 1) -> Iterator[str]:
                 "0",
                 "--ready-file",
                 str(ready),
-                "--no-record",
+                *(() if record else ("--no-record",)),
                 *args,
             ],
             stdout=subprocess.DEVNULL,

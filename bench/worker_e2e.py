@@ -1,48 +1,61 @@
 """End-to-end throughput and CPU per event of the worker, side by side with its ceiling
-(a bare POST loop, same client, same concurrency) and with a naive peer.
+(a bare POST loop, same client, same concurrency), a naive peer and a Quix Streams peer.
 
-    .venv/bin/python -m bench.worker_e2e [--runs 3] [--quick]
+    .venv/bin/python -m bench.worker_e2e [--runs 3] [--quick] [--scenarios AB|C|CDE|…]
 
 Needs a broker: ``KAFKA_BOOTSTRAP_SERVERS``, or one is started with scripts/kafka-local
-(and stopped after). The stand-in and the broker run pinned to core 1; each contender runs
-pinned to core 0 in a process of its own. Rates and CPU are read between 10 % and 90 % of each
-contender's records (start-up and the group join are not counted): events/s from the
-stand-in's accepted counter, CPU from the contender's /proc stat. Scenarios:
+(and stopped after). The stand-in, the broker and this process run pinned to core 1; each
+contender runs pinned to core 0 in a process of its own. Scenarios:
 
   A. 0 ms stand-in latency, 8 partitions: worker (partition mode) vs bare loop at 8 in
      flight; worker (key mode, 64 in flight) vs bare loop at 64; naive peer.
   B. 50 ms latency, 8 partitions: worker partition mode (target 8 / 0.05 = 160/s within
      10 %); key mode with 1,000 keys and 256 in flight (target >= 12x partition mode), as a
      fraction of the bare loop at 256; naive peer.
+
+In A and B, rates and CPU are read between 10 % and 90 % of each contender's records
+(start-up and the group join are not counted): events/s from the stand-in's accepted
+counter, CPU from the contender's /proc stat.
+
+  C, D, E. Backlogs drained whole, per partition (bench/backlog_scenarios.py): C the
+     worker at its defaults in both modes against the Quix Streams peer at 0 and 50 ms;
+     D with WORKER_MAX_IN_FLIGHT=1000; E a stand-in that slows with load, adaptive
+     concurrency against a sweep of fixed ones.
+
+The Quix peer runs in the interpreter of ``--peer-python`` (default .venv-bench/bin/python,
+a venv with the ``bench`` extra); C skips it, saying so, when there is none.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
-
-from bench.bench_mapping import make_records
+from bench.backlog import Drain
+from bench.backlog_scenarios import Bed, describe, scenario_c, scenario_d, scenario_e
+from bench.backlog_scenarios import report as report_drains
 from bench.common import REPO, admin, cpu_seconds, median, pin, stand_in
+from bench.e2e_bed import (
+    PARTITIONS,
+    broker,
+    broker_on_core,
+    child,
+    events,
+    make_topic,
+    stop,
+    worker_env,
+)
 from worker.outcome import Mapped
 from worker.pipeline import Pipeline
-
-PARTITIONS = 8
-VISITORS = 1000
 
 
 @dataclass
@@ -51,88 +64,6 @@ class Result:
 
     rate: float
     cpu_us: float
-
-
-def events(count: int) -> list[tuple[bytes, bytes]]:
-    """(key, structured CloudEvent) for ``count`` events of the eight-type mix, keyed by
-    one of :data:`VISITORS` visitors."""
-    out = []
-    for i, event in enumerate(make_records(count)):
-        uid = f"visitor-{i % VISITORS:04d}"
-        data = event["data"]
-        if "visitor" in data:
-            data["visitor"]["id"] = uid
-        else:
-            data["user"]["uid"] = uid
-        out.append((uid.encode(), orjson.dumps(event)))
-    return out
-
-
-def make_topic(bootstrap: str, records: list[tuple[bytes, bytes]]) -> str:
-    """A fresh topic with ``records`` in it."""
-    name = f"bench-{uuid.uuid4().hex[:10]}"
-    adm = AdminClient({"bootstrap.servers": bootstrap})
-    adm.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)])[
-        name
-    ].result(30)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
-    for key, value in records:
-        while True:
-            try:
-                producer.produce(name, value=value, key=key)
-                break
-            except BufferError:
-                producer.poll(0.1)
-    assert producer.flush(60) == 0
-    return name
-
-
-@contextmanager
-def broker_on_core(core: int) -> Iterator[None]:
-    """Pin every thread of the local Kafka broker(s) to ``core`` for the block: the broker
-    works only while the worker runs, and on the worker's core it would bill the worker
-    for cache and pipeline contention that the bare loop never meets."""
-    pinned: list[int] = []
-    if (os.cpu_count() or 1) > 1:
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                cmdline = (proc / "cmdline").read_bytes()
-                if b"kafka.Kafka" not in cmdline:
-                    continue
-                for task in (proc / "task").iterdir():
-                    os.sched_setaffinity(int(task.name), {core})
-                    pinned.append(int(task.name))
-            except OSError:
-                continue
-    try:
-        yield
-    finally:
-        every = set(range(os.cpu_count() or 1))
-        for tid in pinned:
-            try:
-                os.sched_setaffinity(tid, every)
-            except OSError:
-                continue
-
-
-@contextmanager
-def broker() -> Iterator[str]:
-    """The broker to use: ``$KAFKA_BOOTSTRAP_SERVERS`` or a local one for the run."""
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield external
-        return
-    port = "19492"
-    script = str(REPO / "scripts" / "kafka-local")
-    out = subprocess.run(
-        [script, "start", "--port", port], check=True, capture_output=True, text=True
-    )
-    try:
-        yield out.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run([script, "stop", "--port", port], check=False, capture_output=True)
 
 
 def measure(proc: subprocess.Popen[bytes], url: str, target: int, timeout: float) -> Result:
@@ -155,18 +86,6 @@ def measure(proc: subprocess.Popen[bytes], url: str, target: int, timeout: float
     raise RuntimeError(f"timed out at {accepted}/{target} accepted")
 
 
-def child(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """A contender process pinned to core 0, quiet."""
-    return subprocess.Popen(
-        [sys.executable, *argv],
-        env={**os.environ, **(env or {})},
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=lambda: pin(0),  # noqa: PLW1509 - only sets CPU affinity
-    )
-
-
 def run_contender(
     url: str, start: Callable[[], subprocess.Popen[bytes]], target: int, timeout: float
 ) -> Result:
@@ -175,29 +94,21 @@ def run_contender(
     try:
         return measure(proc, url, target, timeout)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def worker(
     bootstrap: str, topic: str, url: str, ordering: str, concurrency: int
 ) -> Callable[[], subprocess.Popen[bytes]]:
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "KAFKA_TOPICS": topic,
-        "KAFKA_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
-        "KAFKA_DLQ_TOPIC": f"{topic}.dlq",
-        "OMETRIA_BASE_URL": url,
-        "WORKER_ORDERING": ordering,
-        "WORKER_CONCURRENCY": str(concurrency),
-        "WORKER_ADAPTIVE_CONCURRENCY": "false",
-        "WORKER_HTTP_PORT": "0",
-        "WORKER_LOG_FORMAT": "json",
-    }
+    env = worker_env(
+        bootstrap,
+        topic,
+        url,
+        f"bench-{uuid.uuid4().hex[:8]}",
+        WORKER_ORDERING=ordering,
+        WORKER_CONCURRENCY=concurrency,
+        WORKER_ADAPTIVE_CONCURRENCY="false",
+    )
     return lambda: child(["-m", "worker", "run"], env)
 
 
@@ -336,44 +247,111 @@ def report(results: dict[str, list[Result]], runs: int) -> None:
         )
 
 
+def peer_python(given: str | None) -> str | None:
+    """The interpreter for the Quix peer: ``given``, else .venv-bench's, else this one;
+    None when none of them can import quixstreams and the worker's pipeline."""
+    candidates = (
+        [given] if given else [str(REPO / ".venv-bench" / "bin" / "python"), sys.executable]
+    )
+    for python in candidates:
+        if Path(python).exists():
+            probe = [python, "-c", "import quixstreams, worker.pipeline"]
+            if subprocess.run(probe, capture_output=True, check=False).returncode == 0:
+                return python
+    if given:
+        raise SystemExit(f"{given} cannot import quixstreams (pip install -e '.[bench]')")
+    return None
+
+
+def versions(python: str) -> str:
+    """confluent-kafka and librdkafka versions of an interpreter, for the record."""
+    code = (
+        "import confluent_kafka as c, importlib.metadata as m;"
+        "print(m.version('confluent-kafka'), c.libversion()[0])"
+    )
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)
+    client, lib = out.stdout.split()
+    return f"confluent-kafka {client}, librdkafka {lib}"
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
-    parser.add_argument("--scenarios", default="AB", help="A (0 ms), B (50 ms), or AB")
+    parser.add_argument("--scenarios", default="AB", help="any of A, B, C, D, E (e.g. AB, C, CDE)")
+    parser.add_argument(
+        "--backlog", type=int, help="events in the backlog of C, D and E at 0 ms (20,000)"
+    )
+    parser.add_argument(
+        "--peer-python",
+        help="interpreter with the bench extra for the Quix peer (default .venv-bench/bin/python)",
+    )
     args = parser.parse_args()
+    wanted = set(args.scenarios.upper())
+    if not wanted or not wanted <= set("ABCDE"):
+        parser.error(f"--scenarios takes letters of ABCDE, not {args.scenarios!r}")
     big, small, naive_n = (3000, 400, 100) if args.quick else (12000, 1600, 300)
+    backlog = args.backlog or (4000 if args.quick else 20000)
+    e_count = min(backlog, 1500 if args.quick else 5000)
+    drains = bool(wanted & set("CDE"))
+    peer = peer_python(args.peer_python) if "C" in wanted else None
+    # The bench's own polling runs beside the broker and the stand-in, off the contenders' core.
+    pin(1)
 
-    pipeline = Pipeline.load()
-    records = events(big)
-    bodies = []
-    for _, value in records:
-        mapped = pipeline.process(value, None)
-        assert isinstance(mapped, Mapped), mapped
-        bodies.append(mapped.body)
-
+    records = events(max(big if wanted & set("AB") else 0, backlog if drains else 0))
     results: dict[str, list[Result]] = {}
+    drained: dict[str, list[Drain]] = {}
 
     def record(name: str, result: Result) -> None:
         results.setdefault(name, []).append(result)
         print(f"  {name:44} {result.rate:8.0f}/s {result.cpu_us:8.0f} µs CPU/event", flush=True)
 
-    with (
-        broker() as bootstrap,
-        broker_on_core(1),
-        stand_in(core=1) as url,
-        tempfile.TemporaryDirectory() as tmp,
-    ):
-        payloads = Path(tmp) / "payloads.jsonl"
-        payloads.write_bytes(b"\n".join(bodies))
-        topic_big = make_topic(bootstrap, records)
-        topic_small = make_topic(bootstrap, records[:small])
-        print(f"broker {bootstrap}; {big} and {small} events in {PARTITIONS} partitions")
+    def record_drain(name: str, result: Drain) -> None:
+        drained.setdefault(name, []).append(result)
+        print(f"  {name:52} {describe(result)}", flush=True)
+
+    print(f"worker: {versions(sys.executable)}")
+    if peer is not None:
+        print(f"Quix peer: {versions(peer)} ({peer})")
+    elif "C" in wanted:
+        print("Quix peer skipped: no interpreter with quixstreams (see docs/performance.md)")
+    with ExitStack() as stack:
+        bootstrap = stack.enter_context(broker())
+        stack.enter_context(broker_on_core(1))
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        if wanted & set("AB"):
+            url = stack.enter_context(stand_in(core=1))
+            pipeline = Pipeline.load()
+            bodies = []
+            for _, value in records[:big]:
+                mapped = pipeline.process(value, None)
+                assert isinstance(mapped, Mapped), mapped
+                bodies.append(mapped.body)
+            payloads = tmp / "payloads.jsonl"
+            payloads.write_bytes(b"\n".join(bodies))
+            topic_big, _ = make_topic(bootstrap, records[:big])
+            topic_small, _ = make_topic(bootstrap, records[:small])
+            print(f"broker {bootstrap}; {big} and {small} events in {PARTITIONS} partitions")
+        if drains:
+            recording = stack.enter_context(stand_in(core=1, record=True))
+            topic, partition_of = make_topic(bootstrap, records[:backlog])
+            bed = Bed(bootstrap, recording, topic, partition_of, backlog, peer, tmp)
+            sizes = Counter(partition_of.values())
+            print(
+                f"backlog of {backlog} events in {PARTITIONS} partitions "
+                f"({', '.join(str(sizes[p]) for p in range(PARTITIONS))})"
+            )
+            if "E" in wanted:
+                topic_e, partition_of_e = make_topic(bootstrap, records[:e_count])
+                bed_e = Bed(bootstrap, recording, topic_e, partition_of_e, e_count, None, tmp)
+                print(f"E: backlog of {e_count} events under load-dependent latency")
         for run in range(1, args.runs + 1):
             print(f"run {run}/{args.runs}")
-            if "A" in args.scenarios:
+            if "A" in wanted:
                 scenario_a(record, bootstrap, url, topic_big, payloads, big, naive_n)
-            if "B" in args.scenarios:
+            if "B" in wanted:
                 scenario_b(
                     record,
                     bootstrap,
@@ -383,7 +361,15 @@ def main() -> None:
                     (big, small),
                     naive_n,
                 )
-    report(results, args.runs)
+            if "C" in wanted:
+                scenario_c(record_drain, bed)
+            if "D" in wanted:
+                scenario_d(record_drain, bed)
+            if "E" in wanted:
+                scenario_e(record_drain, bed_e, bed)
+    if results:
+        report(results, args.runs)
+    report_drains(drained, args.runs)
 
 
 if __name__ == "__main__":

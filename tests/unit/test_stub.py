@@ -17,6 +17,7 @@ import pytest
 
 from tests.fixtures.stub import MakeStub
 from worker.stub import StubConfig, StubHandle, StubServer
+from worker.stub.protocol import Delayed
 
 USER = {"uid": "a1b2c3d4e5f60718293a4b5c6d7e8f90", "sid": "0f1e2d3c4b5a69788796a5b4c3d2e1f0"}
 
@@ -261,6 +262,26 @@ def test_latency_delays_answers_without_serialising_them(make_stub: MakeStub) ->
     stats = stub.stats()
     assert stats["max_in_flight"] == 8
     assert stats["in_flight"] == 0
+
+
+def test_load_dependent_latency_counts_the_answers_still_held() -> None:
+    # Driven through the handler directly: the delays are decided on arrival, so this
+    # needs no clock and no network to be exact.
+    server = StubServer()
+    server.set_faults(latency_ms=20, latency_per_in_flight_ms=2)
+    body = orjson.dumps(track())
+
+    def post() -> float:
+        reply = server.handle(b"POST", b"/api/track", None, b"application/json", body)
+        assert isinstance(reply, Delayed)
+        return reply.delay
+
+    assert [post() for _ in range(4)] == pytest.approx([0.020, 0.022, 0.024, 0.026])
+    server.release()
+    server.release()
+    assert post() == pytest.approx(0.024)
+    assert server.stats()["in_flight"] == 3
+    assert server.stats()["max_in_flight"] == 4
 
 
 def test_jitter_adds_up_to_its_bound(make_stub: MakeStub) -> None:

@@ -18,6 +18,7 @@ from worker.stub.faults import PASS, FaultInjector, Faults, TokenBucket
         {"reset_rate": -1.0},
         {"latency_ms": -1.0},
         {"jitter_ms": -1.0},
+        {"latency_per_in_flight_ms": -1.0},
         {"outage_for": -1.0},
         {"error_status": 399},
         {"error_status": 600},
@@ -42,6 +43,7 @@ def test_out_of_range_settings_are_refused(kwargs: dict[str, float]) -> None:
         ({"retry_after_format": "minutes"}, "retry_after_format"),
         ({"outage_mode": "drop"}, "outage_mode"),
         ({"latency_ms": None}, "latency_ms"),
+        ({"latency_per_in_flight_ms": "2"}, "latency_per_in_flight_ms"),
     ],
 )
 def test_updates_are_type_checked_as_json(changes: dict[str, object], message: str) -> None:
@@ -153,3 +155,21 @@ def test_delay_is_latency_plus_bounded_jitter() -> None:
     delays = [injector.delay() for _ in range(200)]
     assert all(0.020 <= d <= 0.030 for d in delays)
     assert max(delays) - min(delays) > 0.005
+
+
+@pytest.mark.parametrize(
+    ("in_flight", "expected"),
+    [(0, 0.020), (1, 0.022), (10, 0.040), (100, 0.220)],
+)
+def test_delay_grows_with_the_requests_in_flight(in_flight: int, expected: float) -> None:
+    faults = Faults(latency_ms=20.0, latency_per_in_flight_ms=2.0)
+    assert faults.latent
+    injector = FaultInjector(faults, seed=1, now=0.0)
+    assert injector.delay(in_flight) == pytest.approx(expected)
+
+
+def test_load_dependent_latency_alone_makes_answers_latent() -> None:
+    faults = Faults().updated({"latency_per_in_flight_ms": 3})
+    assert faults.latent
+    assert FaultInjector(faults, seed=1, now=0.0).delay(0) == 0.0
+    assert faults.as_json()["latency_per_in_flight_ms"] == 3.0

@@ -108,6 +108,13 @@ def test_cli_fault_flags_take_effect(stub_process: StubProcessFactory, tmp_path:
     assert (faults.throttle_rate, faults.retry_after) == (0.5, 2)
 
 
+def test_cli_takes_a_load_dependent_latency(stub_process: StubProcessFactory) -> None:
+    stub = stub_process("--latency-ms", "5", "--latency-per-in-flight-ms", "1.5")
+    faults = stub.faults()
+    assert (faults.latency_ms, faults.latency_per_in_flight_ms) == (5.0, 1.5)
+    assert stub.set_faults(latency_per_in_flight_ms=0).latency_per_in_flight_ms == 0.0
+
+
 def test_remote_admin_client_drives_a_child_process(stub_process: StubProcessFactory) -> None:
     stub = stub_process()
     assert stub.health()["status"] == "ok"

@@ -25,6 +25,11 @@ HELP = "Run the Ometria stand-in (fake /api/track and /api/query) with optional 
 _FAULT_OPTIONS: Final[tuple[tuple[str, type, str], ...]] = (
     ("--latency-ms", float, "fixed delay added to every API answer"),
     ("--jitter-ms", float, "plus a uniform random delay up to this many ms"),
+    (
+        "--latency-per-in-flight-ms",
+        float,
+        "plus this many ms per other API request in flight on arrival (slows with load)",
+    ),
     ("--error-rate", float, "share (0..1) of API requests answered 500 or 503"),
     ("--error-status", int, "status for --error-rate, any 4xx/5xx (default: 500 or 503 at random)"),
     ("--throttle-rate", float, "share (0..1) of API requests answered 429"),

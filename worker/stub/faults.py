@@ -35,12 +35,13 @@ VerdictKind = Literal[
 ]
 
 _RATES: Final = ("error_rate", "throttle_rate", "hang_rate", "reset_rate")
-_NON_NEGATIVE: Final = ("latency_ms", "jitter_ms", "outage_for")
+_NON_NEGATIVE: Final = ("latency_ms", "jitter_ms", "latency_per_in_flight_ms", "outage_for")
 
 # JSON type each field takes over the admin API; "float?" and "int?" also take null.
 _KINDS: Final[dict[str, str]] = {
     "latency_ms": "float",
     "jitter_ms": "float",
+    "latency_per_in_flight_ms": "float",
     "error_rate": "float",
     "error_status": "int?",
     "throttle_rate": "float",
@@ -67,6 +68,8 @@ class Faults:
 
     latency_ms: float = 0.0  # fixed delay added to every API answer
     jitter_ms: float = 0.0  # plus a uniform random delay in [0, jitter_ms]
+    # plus this much per other API request in flight on arrival: a server that slows with load
+    latency_per_in_flight_ms: float = 0.0
     error_rate: float = 0.0
     error_status: int | None = None  # any 4xx/5xx (e.g. 422: a permanent refusal); None: 500/503
     throttle_rate: float = 0.0
@@ -121,7 +124,7 @@ class Faults:
     @property
     def latent(self) -> bool:
         """Whether answers are delayed at all."""
-        return self.latency_ms > 0 or self.jitter_ms > 0
+        return self.latency_ms > 0 or self.jitter_ms > 0 or self.latency_per_in_flight_ms > 0
 
 
 def _coerce(name: str, kind: str, value: object) -> object:
@@ -258,10 +261,12 @@ class FaultInjector:
             return _AUTH_FAIL
         return PASS
 
-    def delay(self) -> float:
-        """Seconds to hold the next API answer: latency plus uniform jitter."""
+    def delay(self, in_flight: int = 0) -> float:
+        """Seconds to hold the next API answer: latency, plus uniform jitter, plus
+        ``latency_per_in_flight_ms`` for each of the ``in_flight`` other API requests not
+        yet answered when it arrived (fixed on arrival: it does not grow while it waits)."""
         f = self._faults
-        ms = f.latency_ms
+        ms = f.latency_ms + f.latency_per_in_flight_ms * in_flight
         if f.jitter_ms:
             ms += self.rng.uniform(0.0, f.jitter_ms)
         return ms / 1000.0

@@ -328,8 +328,10 @@ class StubServer:
             reply = self._route(method, path, content_type, body, arrival)
 
         if type(reply) is bytes and self._injector.faults.latent:
+            # Counted before this request joins the count: a lone request gets the base latency.
+            delay = self._injector.delay(self._in_flight)
             self._in_flight += 1
-            return Delayed(self._injector.delay(), reply)
+            return Delayed(delay, reply)
         if reply is Drop.HANG:
             self._in_flight += 1
         return reply
