@@ -156,7 +156,7 @@ def test_an_unknown_id_and_a_protobuf_schema_are_permanent_errors(
         schema_type="PROTOBUF",
     )
 
-    async def main() -> list[Any]:
+    async def main() -> tuple[object, object]:
         client = RegistryClient(schema_registry_url)
         try:
             return await asyncio.gather(
