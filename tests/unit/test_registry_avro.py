@@ -343,7 +343,7 @@ def test_a_timestamp_out_of_range_is_undecodable() -> None:
         ('{"type": "array", "items": {"type": "record", "name": "E", "fields": []}}',
          "items that take no bytes"),
         ('["int", {"type": "long", "logicalType": "timestamp-nanos"}]',
-         "fastavro returns as int"),
+         "all read as int but convert differently"),
     ],
 )  # fmt: skip
 def test_an_unusable_writer_schema_is_refused_with_the_reason(text: str, says: str) -> None:
