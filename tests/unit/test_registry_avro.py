@@ -126,6 +126,8 @@ ROWS: list[tuple[str, Any, Any, Any]] = [
     ("duration", _fixed("Duration", 12, logicalType="duration"),
      (1).to_bytes(4, "little") + (2).to_bytes(4, "little") + (3000).to_bytes(4, "little"),
      {"months": 1, "days": 2, "milliseconds": 3000}),
+    ("uuid on fixed(16)", _fixed("Id", 16, logicalType="uuid"), uuid.UUID(int=2).bytes,
+     "00000000-0000-0000-0000-000000000002"),
     ("unknown logical type: the underlying type", {"type": "string", "logicalType": "sku"},
      "S-1", "S-1"),
     ("union with a timestamp", ["null", _long("timestamp-millis")],
@@ -319,13 +321,43 @@ def test_corrupt_payloads_are_undecodable_not_errors(payload: bytes) -> None:
     assert "shop.Event" in result.detail
 
 
-def test_a_timestamp_out_of_range_is_undecodable() -> None:
-    schema = _record(("at", _long("timestamp-millis")))
-    avro = AvroSchema(orjson.dumps(schema).decode())
+@pytest.mark.parametrize(
+    ("field", "raw", "says"),
+    [
+        (_long("timestamp-millis"), 2**62, "timestamp-millis 4611686018427387904 is out of range"),
+        (_long("local-timestamp-micros"), -(2**62), "is out of range"),
+        ({"type": "int", "logicalType": "date"}, 2**31 - 1, "date 2147483647 is out of range"),
+        ({"type": "int", "logicalType": "time-millis"}, 86_400_000, "not a time of day"),
+        (_long("time-micros"), -1, "time-micros -1 is not a time of day"),
+    ],
+)
+def test_a_logical_value_out_of_its_range_is_undecodable(field: Any, raw: int, says: str) -> None:
+    underlying = field["type"]
+    avro = AvroSchema(orjson.dumps(_record(("at", field))).decode())
 
-    result = avro.decode(_encode(_record(("at", "long")), {"at": 2**62}))
+    result = avro.decode(_encode(_record(("at", underlying)), {"at": raw}))
 
     assert isinstance(result, Failure)
+    assert result.reason == "undecodable"
+    assert says in result.detail
+
+
+def test_a_union_of_bytes_and_a_fixed_decimal_is_read_by_branch_name() -> None:
+    money = _fixed("Money", 8, logicalType="decimal", precision=12, scale=2)
+    schema = _record(("value", ["null", "bytes", money]))
+
+    assert _decode(schema, {"value": Decimal("2.50")}) == ("shop.Event", {"value": 2.5})
+    assert _decode(schema, {"value": b"ab"}) == ("shop.Event", {"value": "YWI="})
+    assert _decode(schema, {"value": None}) == ("shop.Event", {"value": None})
+
+
+def test_a_top_level_union_names_a_named_branch_and_calls_the_others_union() -> None:
+    money = _fixed("Money", 8, logicalType="decimal", precision=12, scale=2)
+    schema = ["bytes", money]
+    avro = AvroSchema(orjson.dumps(schema).decode())
+
+    assert avro.decode(_encode(schema, Decimal("1.25"))) == ("Money", 1.25)
+    assert avro.decode(_encode(schema, b"\x01")) == ("union", "AQ==")
 
 
 @pytest.mark.parametrize(
