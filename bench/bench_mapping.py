@@ -10,12 +10,14 @@ that noise from other work on the machine hits all three alike. It prints the me
 events/s of each and the ratio to the bare round trip. With ``--check`` it exits 1 when
 structured mode is under 100,000 events/s or under 0.2x the bare round trip.
 
-The Avro rows: the same kind of traffic as Confluent wire-format Avro records (product
-views and orders written with the schemas in ``bench/avro/``), decoded by
-``worker.registry`` (header, fastavro, the JSON-like conversion of logical types) beside
-a bare ``fastavro.schemaless_reader`` of the same payloads. Validation and mapping of
-Avro events are not hooked up yet, so these rows measure decoding only; the issue's
-targets (50,000 events/s and 0.25x bare fastavro) are for the whole path.
+The Avro rows: Confluent wire-format Avro records (product views and orders written with
+the schemas in ``bench/avro/``, whose fields match the built-in schemas), decoded by
+``worker.registry`` (header, fastavro, the JSON-like conversion of logical types), then
+validated and mapped by the built-in schema that the record's full name selects, beside
+the decoding alone and a bare ``fastavro.schemaless_reader`` of the same payloads. Avro
+is not hooked into ``Pipeline`` yet, so the first row calls the same pieces directly.
+``--check`` also wants that row at 50,000 events/s or more and at least 0.25x bare
+fastavro.
 """
 
 from __future__ import annotations
@@ -137,6 +139,14 @@ AVRO_MIX: tuple[tuple[str, int, float], ...] = (
     ("product_viewed.avsc", 1, 0.85),
     ("order_placed.avsc", 2, 0.15),
 )
+# The record full name → the built-in schema that validates and maps it. The worker's
+# hook-up will choose this way (by configuration); here it is a fixed table.
+AVRO_TYPES: dict[str, tuple[str, int]] = {
+    "shop.events.ProductViewed": ("commerce.product.viewed", 1),
+    "shop.events.OrderPlaced": ("commerce.order.placed", 1),
+}
+AVRO_TARGET_RATE = 50_000
+AVRO_TARGET_RATIO = 0.25
 
 
 def _avro_event(rng: random.Random, schema_file: str) -> dict[str, Any]:
@@ -145,8 +155,8 @@ def _avro_event(rng: random.Random, schema_file: str) -> dict[str, Any]:
         "event_id": uuid.UUID(int=rng.getrandbits(128)),
         "occurred_at": dt.datetime(2026, 11, 26, 10, 0, 0, rng.randrange(1000) * 1000,
                                    tzinfo=dt.UTC),
-        "visitor": {"uid": _hex(rng), "session": _hex(rng),
-                    "email": "someone@example.com" if rng.random() < 0.3 else None},
+        "user": {"uid": _hex(rng), "sid": _hex(rng),
+                 "email": "someone@example.com" if rng.random() < 0.3 else None},
         "channel": rng.choice(["WEB", "APP"]),
     }  # fmt: skip
     if schema_file == "product_viewed.avsc":
@@ -164,12 +174,12 @@ def _avro_event(rng: random.Random, schema_file: str) -> dict[str, Any]:
         for _ in range(rng.randrange(1, 6))
     ]
     lines = [
-        {"sku": f"SKU-{rng.randrange(100_000)}", "quantity": quantity, "unit_price": price}
+        {"product_id": f"SKU-{rng.randrange(100_000)}", "quantity": quantity, "unit_price": price}
         for price, quantity in prices
     ]
     total = sum((price * quantity for price, quantity in prices), decimal.Decimal(0))
-    return {**common, "order_id": str(rng.randrange(10**6)), "currency": "GBP",
-            "total": total, "lines": lines, "attributes": {"source": "bench"}}  # fmt: skip
+    order = {"id": str(rng.randrange(10**6)), "currency": "GBP", "total": total, "lines": lines}
+    return {**common, "currency": "GBP", "order": order, "attributes": {"source": "bench"}}
 
 
 def make_avro_records(
@@ -245,12 +255,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return len(structured)
 
     avro_values, writers, parsed = make_avro_records(RECORDS)
-    for value in avro_values:  # every record must decode for the figure to mean anything
+    table = pipeline.registry.table
+    by_name = {name: table[key] for name, key in AVRO_TYPES.items()}
+
+    def avro_map(value: bytes) -> Mapped | Failure:
+        """What the hook-up will do per record, without its glue: decode, validate, map."""
         header = parse_header(value)
-        assert not isinstance(header, Failure), header
+        if isinstance(header, Failure):
+            return header
         decoded = writers[header[0]].decode(header[1])
-        assert not isinstance(decoded, Failure), decoded
+        if isinstance(decoded, Failure):
+            return decoded
+        name, data = decoded
+        schema = by_name[name]
+        event_id = data["event_id"]
+        result = schema.function(data, event_id)
+        if type(result) is str:
+            return Failure("invalid", result, "validate", schema.name)
+        return Mapped(orjson.dumps(result), schema.name, event_id)
+
+    for value in avro_values:  # everything must map for the figures to mean anything
+        mapped = avro_map(value)
+        assert isinstance(mapped, Mapped), mapped
     reader = fastavro.schemaless_reader
+
+    def run_avro_mapped() -> int:
+        for value in avro_values:
+            avro_map(value)
+        return len(avro_values)
 
     def run_avro() -> int:
         for value in avro_values:
@@ -265,12 +297,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return len(avro_values)
 
     results: dict[str, list[float]] = {
-        "structured": [], "binary": [], "bare": [], "avro": [], "avro_bare": []
+        "structured": [], "binary": [], "bare": [], "avro_mapped": [], "avro": [],
+        "avro_bare": [],
     }  # fmt: skip
     for _ in range(args.runs):
         results["structured"].append(rate(run_structured, args.seconds))
         results["bare"].append(rate(run_bare, args.seconds))
         results["binary"].append(rate(run_binary, args.seconds))
+        results["avro_mapped"].append(rate(run_avro_mapped, args.seconds))
         results["avro"].append(rate(run_avro, args.seconds))
         results["avro_bare"].append(rate(run_avro_bare, args.seconds))
     median = {name: statistics.median(values) for name, values in results.items()}
@@ -295,8 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"avro: {len(avro_values)} records, mean value {avro_size:.0f} bytes; mix:")
     print("  " + ", ".join(f"{n.removesuffix('.avsc')} {w:.0%}" for n, _, w in AVRO_MIX))
     for name, label in (
+        ("avro_mapped", "avro: decode + validate + map    "),
         ("avro", "avro: header + decode + JSON-like"),
-        ("avro_bare", "bare fastavro schemaless_reader "),
+        ("avro_bare", "bare fastavro schemaless_reader  "),
     ):
         values = results[name]
         print(
@@ -309,7 +344,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"target: >= {TARGET_RATE:,} events/s and >= {TARGET_RATIO}x bare (structured): "
         + ("met" if ok else "NOT met")
     )
-    return 0 if ok or not args.check else 1
+    avro_rate = median["avro_mapped"]
+    avro_ok = avro_rate >= AVRO_TARGET_RATE and avro_rate / median["avro_bare"] >= AVRO_TARGET_RATIO
+    print(
+        f"target: >= {AVRO_TARGET_RATE:,} events/s and >= {AVRO_TARGET_RATIO}x bare fastavro "
+        "(avro decode + validate + map): " + ("met" if avro_ok else "NOT met")
+    )
+    return 0 if (ok and avro_ok) or not args.check else 1
 
 
 if __name__ == "__main__":
