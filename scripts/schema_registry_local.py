@@ -215,6 +215,9 @@ def java_properties(settings: ls.Settings, management_port: int) -> list[str]:
         # Apicurio's defaults, spelled out: SQL storage on an in-memory H2 database.
         "apicurio.storage.kind": "sql",
         "apicurio.storage.sql.kind": "h2",
+        # GET /subjects lists at most this many (Apicurio's default: 1,000); Confluent's
+        # has no such cut, and a registry kept between test runs outgrows it.
+        "apicurio.ccompat.max-subjects": "1000000",
         "quarkus.log.console.enable": "false",
         "quarkus.log.file.enable": "true",
         "quarkus.log.file.path": str(logs / "registry.log"),
