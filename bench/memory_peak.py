@@ -33,7 +33,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from bench.common import REPO, stand_in
-from bench.worker_e2e import broker
+from bench.e2e_bed import broker
 
 LIMIT_MIB = 512
 
