@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from worker.stub import StubProcess, spawn_stub
+from ometria_dev.stub import StubProcess, spawn_stub
 
 KEY, SECRET = "bench-key", "bench-secret"
 WARMUP_S = 0.5
