@@ -138,8 +138,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser: one sub-parser per entry of :data:`COMMANDS`, with the options of
     ``command`` (whose module is imported) and only the help line of the others."""
     chosen = _BY_NAME.get(command or "")
-    # Only the listing needs to know: a chosen development tool was found by main().
-    dev_missing = chosen is None and not dev_tools()
+    # The listing marks missing development tools; a chosen one is imported below, which
+    # dev_tools() makes possible (main() has said where to get it when it is missing).
+    dev_missing = (chosen is None or chosen.dev) and not dev_tools()
     parser = argparse.ArgumentParser(
         prog="ometria-worker",
         description="Kafka commerce events to Ometria's headless tracking API.",
