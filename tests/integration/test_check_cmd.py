@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from ometria_dev.stub import running_stub
 from tests.fixtures.kafka_helpers import MakeTopic
 from worker.cli import main
-from worker.stub import running_stub
 
 SECRET = "s3cr3t-value-never-printed"
 SetEnv = Callable[..., None]
