@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 import orjson
 import structlog
 
 from worker.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from worker.registry.client import RegistryClient
 
 HELP = "run the worker (configured by environment variables; see README)"
 
@@ -41,9 +45,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_format, settings.log_level)
     log = structlog.get_logger("worker")
+    registry = _registry_client(settings)
     try:
         pipeline = Pipeline.load(
-            settings.schema_dirs, envelope=envelope, max_bytes=settings.max_record_bytes
+            settings.schema_dirs,
+            envelope=envelope,
+            max_bytes=settings.max_record_bytes,
+            writers=registry.cached if registry is not None else None,
         )
     except SchemaError as exc:
         print(f"ometria-worker: broken schema: {exc.summary()}", file=sys.stderr)
@@ -52,11 +60,25 @@ def run(args: argparse.Namespace) -> int:
     for warning in settings.transport_warnings():
         log.warning("unsafe_transport", problem=warning)
     try:
-        return asyncio.run(_main(settings, pipeline))
+        return asyncio.run(_main(settings, pipeline, registry))
     except KafkaException as exc:  # the clients are made before anything is consumed
         sys.stdout.flush()
         print(f"ometria-worker: {refused_setting(exc)}", file=sys.stderr)
         return 2
+
+
+def _registry_client(settings: Settings) -> RegistryClient | None:
+    """The Schema Registry client, when SCHEMA_REGISTRY_URL is set."""
+    if not settings.schema_registry_url:
+        return None
+    from worker.registry.client import RegistryClient  # noqa: PLC0415
+
+    return RegistryClient(
+        settings.schema_registry_url,
+        auth=settings.schema_registry_auth,
+        verify=settings.schema_registry_tls_verify,
+        cache_bytes=settings.schema_registry_cache_bytes,
+    )
 
 
 def _environ() -> dict[str, str]:
@@ -65,7 +87,7 @@ def _environ() -> dict[str, str]:
     return dict(os.environ)
 
 
-async def _main(settings: Settings, pipeline: object) -> int:
+async def _main(settings: Settings, pipeline: object, registry: RegistryClient | None) -> int:
     from worker.app import Worker  # noqa: PLC0415
     from worker.consumer import ConfluentSource  # noqa: PLC0415
     from worker.deadletter import DeadLetterWriter  # noqa: PLC0415
@@ -115,6 +137,7 @@ async def _main(settings: Settings, pipeline: object) -> int:
             verify=s.tls_verify,
             transport=s.http_transport,
         ),
+        schemas=registry,
     )
 
     def livez() -> tuple[int, str, bytes]:
