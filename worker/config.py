@@ -85,6 +85,7 @@ class Settings:
     schema_registry_password: Secret | None = None
     schema_registry_tls_verify: bool | str = True
     schema_registry_cache_bytes: int = 16 * 1024 * 1024
+    schema_registry_timeout: float = 10.0
     http_transport: Transport = "aiohttp"
     connect_timeout: float = 5.0
     read_timeout: float = 10.0
@@ -312,6 +313,7 @@ class Settings:
             schema_registry_cache_bytes=r.integer(
                 "SCHEMA_REGISTRY_CACHE_BYTES", 16 * 1024 * 1024, low=65_536
             ),
+            schema_registry_timeout=r.number("SCHEMA_REGISTRY_TIMEOUT", 10.0, low=0.1),
             http_transport=cast(
                 Transport, r.choice("WORKER_HTTP_TRANSPORT", "aiohttp", ("aiohttp", "httpx"))
             ),

@@ -78,6 +78,7 @@ def _registry_client(settings: Settings) -> RegistryClient | None:
         auth=settings.schema_registry_auth,
         verify=settings.schema_registry_tls_verify,
         cache_bytes=settings.schema_registry_cache_bytes,
+        timeout=settings.schema_registry_timeout,
     )
 
 
