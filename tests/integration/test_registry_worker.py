@@ -257,9 +257,7 @@ def test_a_registry_that_goes_away_holds_records_back_and_loses_nothing(
             assert worker.stop() == 0
             accepted = [_body(b)["request_id"] for b in stub.bodies()]
         assert end_offsets(kafka_bootstrap, dlq) == {0: 0}  # nothing dead-lettered
-        assert sorted(accepted) == sorted(
-            f"evt-{i}" for i in range(30)
-        )
+        assert sorted(accepted) == sorted(f"evt-{i}" for i in range(30))
     finally:
         subprocess.run([script, "stop", "--port", str(port)], capture_output=True, check=False)
 
