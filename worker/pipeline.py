@@ -24,8 +24,8 @@ from pathlib import Path
 import orjson
 
 from worker.envelope import MISSING, Decoder, EnvelopeConfig, Event, Headers, WriterLookup
+from worker.numbers import orjson_default
 from worker.outcome import Failure, Mapped, NeedsSchema
-from worker.registry.avro import orjson_default
 from worker.schemas import Registry
 
 __all__ = ["DEFAULT_MAX_BYTES", "Pipeline"]

@@ -18,8 +18,9 @@ import fastavro
 import orjson
 import pytest
 
+from worker.numbers import ExactNumber, orjson_default
 from worker.outcome import Failure
-from worker.registry.avro import AvroError, AvroSchema, ExactNumber, orjson_default
+from worker.registry.avro import AvroError, AvroSchema
 
 UTC = dt.UTC
 

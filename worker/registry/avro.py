@@ -53,6 +53,7 @@ import fastavro
 import orjson
 from fastavro.types import NamedSchemas
 
+from worker.numbers import ExactNumber
 from worker.outcome import Failure
 
 Convert = Callable[[Any], Any]
@@ -80,39 +81,6 @@ class _Unrepresentable(Exception):
 
 class _NeedsNamedBranches(Exception):
     """A union that only ``return_named_type`` (every named branch named) can read."""
-
-
-class ExactNumber:
-    """A decimal whose exact digits neither an int nor a float can carry.
-
-    The mapping treats it as a number; orjson writes ``digits`` unchanged through
-    :func:`orjson_default` (as an ``orjson.Fragment``), so no digit is lost on the way.
-    Not a dataclass: orjson would write a dataclass as an object by itself.
-    """
-
-    __slots__ = ("digits",)
-
-    def __init__(self, digits: str) -> None:
-        self.digits = digits
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is ExactNumber and other.digits == self.digits
-
-    def __hash__(self) -> int:
-        return hash(self.digits)
-
-    def __repr__(self) -> str:
-        return f"ExactNumber({self.digits!r})"
-
-    def __float__(self) -> float:
-        return float(self.digits)
-
-
-def orjson_default(value: Any) -> Any:
-    """``orjson.dumps(..., default=orjson_default)``: writes an :class:`ExactNumber` exactly."""
-    if type(value) is ExactNumber:
-        return orjson.Fragment(value.digits)
-    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 # --- Leaf conversions: from what fastavro returns without logical types --------------------
