@@ -244,6 +244,8 @@ def test_a_registry_that_goes_away_holds_records_back_and_loses_nothing(
                 worker.wait_for_log("schema_registry_unavailable", timeout=60)
                 code, _ = http_get(f"http://127.0.0.1:{health_port}/readyz")
                 assert code == 503
+                _, metrics = http_get(f"http://127.0.0.1:{health_port}/metrics")
+                assert b"ometria_worker_schema_registry_failing 1" in metrics
                 time.sleep(3)  # a few more failed fetches
                 assert len(stub.bodies()) == 10
                 # Committed up to the first record waiting for its schema, not past it.
