@@ -13,7 +13,8 @@ conversion of those (about twice as fast on ``bench/bench_mapping.py``'s records
 the result does not depend on which conversions a fastavro version performs. The
 original schema is parsed too, so that fastavro still checks its logical types.
 
-What each Avro type becomes is in ``docs/schemas.md (Records framed for a Schema Registry)``; in short:
+What each Avro type becomes is in docs/schemas.md (Records framed for a Schema
+Registry); in short:
 
 - records, maps → dicts; arrays → lists; enums → their symbol; unions → the branch's
   value; null, boolean, int, long, string → themselves; float, double → float (NaN and
