@@ -29,7 +29,9 @@ RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes --only-binary=:all
 # The project itself, without dependencies and without build isolation (the backend is
 # already in the venv from the lock). The backend is then removed: nothing needs it at
 # run time, and `pip check` proves the locked set satisfies the project's requirements.
-# schemas/ goes into the package (worker/builtin_schemas), where the worker finds it.
+# schemas/ goes into the package (worker/builtin_schemas), where the worker finds it. The
+# development tools (ometria_dev/: the demo, the Ometria stand-in) are not copied, and the
+# build would leave them out anyway (docs/design.md, "Development tools apart").
 COPY pyproject.toml README.md ./
 COPY worker/ ./worker/
 COPY schemas/ ./schemas/

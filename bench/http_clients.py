@@ -1,6 +1,6 @@
 """POST/s and CPU per request of the HTTP clients the worker could use, side by side.
 
-    .venv/bin/python bench/http_clients.py [--requests 6000] [--runs 3] [--concurrency 8 64]
+    .venv/bin/python -m bench.http_clients [--requests 6000] [--runs 3] [--concurrency 8 64]
 
 The stand-in runs pinned to one core, the client to the other. Each contender POSTs the
 same ~400-byte payload ``--requests`` times with N requests in flight over keep-alive

@@ -12,7 +12,8 @@ shapes of load are measured:
 
 Each shape runs ``--runs`` times for ``--duration`` seconds (after a short warm-up) and the
 median is reported; the server's own count of accepted bodies is checked against the
-client's. Run: ``.venv/bin/python bench/stub_rps.py`` (``--help`` for options).
+client's. Run from the repository's root: ``.venv/bin/python -m bench.stub_rps`` (``--help``
+for options).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from worker.stub import StubProcess, spawn_stub
+from ometria_dev.stub import StubProcess, spawn_stub
 
 KEY, SECRET = "bench-key", "bench-secret"
 WARMUP_S = 0.5

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from ometria_dev.stub import running_stub
 from tests.fixtures.kafka_helpers import MakeTopic
 from tests.fixtures.schema_registry import register_schema
 from worker.cli import main
-from worker.stub import running_stub
 
 SECRET = "s3cr3t-value-never-printed"
 SetEnv = Callable[..., None]

@@ -19,10 +19,9 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from worker import demo
-from worker.cli import main
-from worker.demo import DemoOptions, DemoResult, Tally, render
-from worker.demo_events import (
+from ometria_dev import demo
+from ometria_dev.demo import DemoOptions, DemoResult, Tally, render
+from ometria_dev.demo_events import (
     BAD_COUNT,
     COVERED,
     DELIVERED,
@@ -34,6 +33,7 @@ from worker.demo_events import (
     SampleRecord,
     sample_events,
 )
+from worker.cli import main
 from worker.outcome import Failure, Mapped
 from worker.pipeline import Pipeline
 

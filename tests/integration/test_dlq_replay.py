@@ -19,6 +19,7 @@ import pytest
 from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient
 
+from ometria_dev.stub import running_stub
 from tests.fixtures.kafka_helpers import MakeTopic, Record, consume_all, produce
 from tests.fixtures.worker import worker_env
 from tests.integration.helpers import (
@@ -33,7 +34,6 @@ from tests.integration.helpers import (
 from worker.cli import main
 from worker.deadletter import SourceRecord, dead_letter_headers, truncated
 from worker.outcome import Failure, Reason
-from worker.stub import running_stub
 
 pytestmark = pytest.mark.integration
 

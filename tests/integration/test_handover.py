@@ -18,10 +18,10 @@ from typing import Any, cast
 
 import pytest
 
+from ometria_dev.stub import running_stub
 from tests.fixtures.kafka_helpers import MakeTopic, Record, produce
 from tests.fixtures.worker import worker_env
 from tests.integration.helpers import basket_event, http_get, wait_committed, wait_until
-from worker.stub import running_stub
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from ometria_dev.stub import running_stub
 from tests.fixtures.kafka_helpers import MakeTopic, produce
 from tests.fixtures.worker import worker_env
 from tests.integration.helpers import basket_event, http_get, wait_committed, wait_until
-from worker.stub import running_stub
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 

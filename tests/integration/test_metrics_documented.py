@@ -25,6 +25,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from ometria_dev.stub import running_stub
 from tests.fixtures.kafka_helpers import (
     MakeTopic,
     Record,
@@ -41,7 +42,6 @@ from tests.integration.helpers import (
     wait_until,
 )
 from worker.metrics import Metrics
-from worker.stub import running_stub
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 

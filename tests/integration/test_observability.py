@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from ometria_dev.stub import running_stub
 from tests.fixtures.kafka_helpers import MakeTopic, Record, produce
 from tests.fixtures.worker import worker_env
 from tests.integration.helpers import (
@@ -19,7 +20,6 @@ from tests.integration.helpers import (
     wait_committed,
     wait_until,
 )
-from worker.stub import running_stub
 
 pytestmark = pytest.mark.integration
 

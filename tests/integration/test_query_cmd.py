@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
+from ometria_dev.stub import StubHandle, running_stub
 from worker.cli import main
 from worker.commands.query import build_body, ometria_settings
 from worker.config import ConfigError
-from worker.stub import StubHandle, running_stub
 
 SECRET = "query-secret-never-printed"
 

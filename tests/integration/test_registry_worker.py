@@ -25,6 +25,7 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from ometria_dev.stub import running_stub
 from tests.fixtures.kafka_helpers import MakeTopic, Record, committed_offsets, consume_all, produce
 from tests.fixtures.schema_registry import (
     SCHEMA_REGISTRY_LOCAL,
@@ -40,7 +41,6 @@ from tests.integration.helpers import (
     wait_until,
 )
 from worker.cli import main
-from worker.stub import running_stub
 
 pytestmark = [pytest.mark.integration]
 

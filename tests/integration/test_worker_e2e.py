@@ -15,11 +15,11 @@ from typing import Any
 import orjson
 import pytest
 
+from ometria_dev.stub import running_stub
 from tests.fixtures.examples import canonical
 from tests.fixtures.kafka_helpers import MakeTopic, committed_offsets, consume_all, produce
 from tests.fixtures.worker import worker_env
 from tests.integration.helpers import header_dict, headers_of
-from worker.stub import running_stub
 
 pytestmark = pytest.mark.integration
 

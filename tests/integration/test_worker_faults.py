@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
+from ometria_dev.stub import StubConfig, running_stub
 from tests.fixtures.kafka_helpers import (
     MakeTopic,
     Record,
@@ -38,7 +39,6 @@ from tests.integration.helpers import (
     wait_committed,
     wait_until,
 )
-from worker.stub import StubConfig, running_stub
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 

@@ -2,8 +2,10 @@
 
 The build runs setuptools' PEP 517 hooks directly (the dev extra has the backend), offline,
 on a copy of the files the build needs, so that nothing stale in the checkout's build/
-can slip into the wheel. scripts/test-wheel goes further: it installs a wheel into a fresh
-virtualenv and runs the commands from outside the checkout.
+can slip into the wheel. The copy holds the development tools (ometria_dev/) as well, as a
+checkout does, to prove that the configuration, not the copy, keeps them out. scripts/
+test-wheel goes further: it installs a wheel into a fresh virtualenv and runs the commands
+from outside the checkout.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 #: What the build reads: the Dockerfile copies the same into its build stage.
 BUILD_INPUTS = ("pyproject.toml", "README.md", "worker", "schemas")
+#: Beside them in a checkout, and in no distribution: the demo and the Ometria stand-in.
+DEV_TOOLS = "ometria_dev"
 BUILTIN_PREFIX = "worker/builtin_schemas/"
 _HOOK = "import sys; from setuptools import build_meta; print(build_meta.{}(sys.argv[1]))"
 
@@ -55,7 +59,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     work = tmp_path_factory.mktemp("dist")
     source = work / "source"
     source.mkdir()
-    for name in BUILD_INPUTS:
+    for name in (*BUILD_INPUTS, DEV_TOOLS):
         if (REPO / name).is_dir():
             shutil.copytree(
                 REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__")
@@ -92,6 +96,19 @@ def test_wheel_holds_every_module_of_worker(wheel: dict[str, bytes]) -> None:
     }
     assert "worker/py.typed" in wanted
     assert shipped == wanted
+
+
+def test_wheel_holds_no_development_tool(wheel: dict[str, bytes]) -> None:
+    # Only worker/ and the metadata: no ometria_dev/, and nothing of the demo or the
+    # stand-in left under worker/ either (the image installs this very configuration).
+    tops = {name.split("/", 1)[0] for name in wheel}
+    (metadata,) = tops - {"worker"}
+    assert metadata.endswith(".dist-info")
+    assert (REPO / DEV_TOOLS / "stub" / "server.py").is_file()  # the copy had them
+    modules = [name for name in wheel if name.endswith(".py")]
+    assert not [name for name in modules if "demo" in name or "stub" in name]
+    # The runtime names them only in the CLI's command table, to say where to get them.
+    assert [name for name in modules if DEV_TOOLS.encode() in wheel[name]] == ["worker/cli.py"]
 
 
 def test_wheel_has_the_console_script(wheel: dict[str, bytes]) -> None:

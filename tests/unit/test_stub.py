@@ -15,9 +15,9 @@ import httpx
 import orjson
 import pytest
 
+from ometria_dev.stub import StubConfig, StubHandle, StubServer
+from ometria_dev.stub.protocol import Delayed
 from tests.fixtures.stub import MakeStub
-from worker.stub import StubConfig, StubHandle, StubServer
-from worker.stub.protocol import Delayed
 
 USER = {"uid": "a1b2c3d4e5f60718293a4b5c6d7e8f90", "sid": "0f1e2d3c4b5a69788796a5b4c3d2e1f0"}
 

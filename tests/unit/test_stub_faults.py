@@ -1,4 +1,4 @@
-"""Fault settings and per-request verdicts of the stand-in (worker.stub.faults), no network."""
+"""Fault settings and per-request verdicts of the stand-in (ometria_dev.stub.faults), no network."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from worker.stub.faults import PASS, FaultInjector, Faults, TokenBucket
+from ometria_dev.stub.faults import PASS, FaultInjector, Faults, TokenBucket
 
 
 @pytest.mark.parametrize(

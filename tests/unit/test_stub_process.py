@@ -1,5 +1,5 @@
 """``ometria-worker stub`` as a child process: start-up lines, ready file, options, signals,
-and the admin client (worker.stub.remote) that drives it."""
+and the admin client (ometria_dev.stub.remote) that drives it."""
 
 from __future__ import annotations
 

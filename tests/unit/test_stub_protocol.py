@@ -1,4 +1,4 @@
-"""The stand-in's HTTP/1.1 layer (worker.stub.protocol) over raw sockets: pipelining,
+"""The stand-in's HTTP/1.1 layer (ometria_dev.stub.protocol) over raw sockets: pipelining,
 split reads, keep-alive rules, and the requests it refuses."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 
+from ometria_dev.stub import StubHandle
 from tests.fixtures.stub import MakeStub
-from worker.stub import StubHandle
 
 Answer = tuple[int, dict[str, str], bytes]
 USER = {"uid": "u-1", "sid": "s-1"}

@@ -1,4 +1,4 @@
-"""The stand-in's body rules (worker.stub.validation): one row per rule."""
+"""The stand-in's body rules (ometria_dev.stub.validation): one row per rule."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from worker.stub.validation import Invalid, answer_query, check_query, check_track
+from ometria_dev.stub.validation import Invalid, answer_query, check_query, check_track
 
 USER = {"uid": "a1b2c3d4", "sid": "0f1e2d3c"}
 VALID_TRACK: dict[str, dict[str, Any]] = {

@@ -42,18 +42,19 @@ import asyncio
 import os
 import sys
 import traceback
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
+
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
+from confluent_kafka.admin import AdminClient
 
 from worker.commands.args import positive_number
 from worker.commands.errors import kafka_text, refused_setting
 from worker.config import ConfigError, Settings
-
-if TYPE_CHECKING:
-    from worker.envelope import EnvelopeConfig
-    from worker.ometria import Answer
-
-HELP = "Check settings, schemas, broker, topics, dead-letter topic and Ometria; exit 1 on FAIL."
+from worker.envelope import EnvelopeConfig
+from worker.ometria import Answer, OmetriaClient
+from worker.pipeline import Pipeline
+from worker.schemas import SchemaError
 
 #: Consumer-only librdkafka settings: an admin client has no use for them.
 _CONSUMER_ONLY: Final = frozenset(
@@ -124,8 +125,6 @@ class _Report:
 
 def run(args: argparse.Namespace) -> int:
     """Run every check; see the module docstring for the exit status."""
-    from worker.envelope import EnvelopeConfig  # noqa: PLC0415 - keep --help fast
-
     try:
         settings = Settings.from_env()
         envelope = EnvelopeConfig.from_env(dict(os.environ))
@@ -154,9 +153,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_schemas(settings: Settings, envelope: EnvelopeConfig, report: _Report) -> None:
-    from worker.pipeline import Pipeline  # noqa: PLC0415
-    from worker.schemas import SchemaError  # noqa: PLC0415
-
     try:
         pipeline = Pipeline.load(
             settings.schema_dirs, envelope=envelope, max_bytes=settings.max_record_bytes
@@ -182,8 +178,6 @@ def admin_config(settings: Settings) -> dict[str, Any]:
 
 
 def _check_kafka(settings: Settings, timeout: float, report: _Report) -> None:
-    from confluent_kafka import KafkaError, KafkaException  # noqa: PLC0415
-    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
 
     errors: list[str] = []
 
@@ -238,7 +232,6 @@ def _check_kafka(settings: Settings, timeout: float, report: _Report) -> None:
 
 def _topic_problem(metadata: Any, topic: str, what: str, variable: str) -> str | None:
     """Why ``topic`` cannot be used (missing, hidden, leaderless), or None."""
-    from confluent_kafka import KafkaError  # noqa: PLC0415
 
     found = metadata.topics.get(topic)
     if found is None or (
@@ -262,7 +255,6 @@ def _authorized_operations(
     admin: Any, topics: list[str], timeout: float
 ) -> dict[str, set[str] | None]:
     """topic → the names of the operations the broker authorises (None: not reported)."""
-    from confluent_kafka import KafkaException, TopicCollection  # noqa: PLC0415
 
     if not topics:
         return {}
@@ -378,8 +370,6 @@ def _check_ometria(settings: Settings, timeout: float, report: _Report) -> None:
 
 
 async def _probe_ometria(settings: Settings, timeout: float) -> Answer:
-    from worker.ometria import OmetriaClient  # noqa: PLC0415
-
     client = OmetriaClient(
         settings.base_url,
         auth=settings.auth,

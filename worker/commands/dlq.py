@@ -42,8 +42,6 @@ from worker.replay import (
     republisher_config,
 )
 
-HELP = "Dead letters: `list` them, or `replay` the selected ones to their source topic."
-
 _PROG = "ometria-worker dlq"
 
 

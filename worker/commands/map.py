@@ -26,8 +26,6 @@ from worker.outcome import Failure, Mapped
 from worker.pipeline import DEFAULT_MAX_BYTES, Pipeline
 from worker.schemas import SchemaError, schema_dirs_from_env
 
-HELP = "Map JSON lines of CloudEvents (FILE or stdin) to Ometria track payloads, one per line."
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add ``FILE`` and ``--schema-dir``."""

@@ -24,8 +24,7 @@ from typing import Any, Final
 import orjson
 
 from worker.config import ConfigError, Settings
-
-HELP = "Send a personalisation query to Ometria's /api/query and print the JSON answer."
+from worker.ometria import OmetriaClient
 
 _PROG: Final = "ometria-worker query"
 #: Stand in for the Kafka variables, which a query never uses, so from_env accepts the rest.
@@ -147,8 +146,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _send(settings: Settings, body: dict[str, Any]) -> int:
-    from worker.ometria import OmetriaClient  # noqa: PLC0415 - keep --help fast
-
     client = OmetriaClient(
         settings.base_url,
         auth=settings.auth,

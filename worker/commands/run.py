@@ -1,21 +1,21 @@
-"""``ometria-worker run``: consume, map, deliver, dead-letter, commit (configured by env)."""
+"""``ometria-worker run``: consume, map, deliver, dead-letter, commit (configured by env).
+
+``run --help`` imports this module and nothing heavy: the worker's modules and its
+dependencies are imported inside :func:`run` and :func:`_main`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import os
 import sys
 from typing import TYPE_CHECKING
 
-import orjson
-import structlog
-
-from worker.config import ConfigError, Settings
-
 if TYPE_CHECKING:
-    from worker.registry.client import RegistryClient
+    import asyncio
 
-HELP = "run the worker (configured by environment variables; see README)"
+    from worker.config import Settings
+    from worker.registry.client import RegistryClient
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -26,9 +26,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Validate the settings and schemas, then run until stopped."""
     del args
-    from confluent_kafka import KafkaException  # noqa: PLC0415 - keep --help fast
+    import asyncio  # noqa: PLC0415 - keep `run --help` light (see the module docstring)
+
+    import structlog  # noqa: PLC0415
+    from confluent_kafka import KafkaException  # noqa: PLC0415
 
     from worker.commands.errors import refused_setting  # noqa: PLC0415
+    from worker.config import ConfigError, Settings  # noqa: PLC0415
     from worker.envelope import EnvelopeConfig  # noqa: PLC0415
     from worker.observe import configure_logging  # noqa: PLC0415
     from worker.pipeline import Pipeline  # noqa: PLC0415
@@ -36,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = Settings.from_env()
-        envelope = EnvelopeConfig.from_env(_environ())
+        envelope = EnvelopeConfig.from_env(dict(os.environ))
     except ConfigError as exc:
         print(f"ometria-worker: {exc}", file=sys.stderr)
         return 2
@@ -82,13 +86,10 @@ def _registry_client(settings: Settings) -> RegistryClient | None:
     )
 
 
-def _environ() -> dict[str, str]:
-    import os  # noqa: PLC0415
-
-    return dict(os.environ)
-
-
 async def _main(settings: Settings, pipeline: object, registry: RegistryClient | None) -> int:
+    import orjson  # noqa: PLC0415
+    import structlog  # noqa: PLC0415
+
     from worker.app import Worker  # noqa: PLC0415
     from worker.consumer import ConfluentSource  # noqa: PLC0415
     from worker.deadletter import DeadLetterWriter  # noqa: PLC0415

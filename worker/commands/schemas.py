@@ -31,8 +31,6 @@ from worker.schemas import (
 
 _PROG = "ometria-worker schemas"
 
-HELP = "List the loaded schemas (type, MODEL, file), or `check DIR…` to validate schema dirs."
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add ``[list | check DIR…]`` and ``--schema-dir``."""

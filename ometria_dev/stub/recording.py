@@ -37,7 +37,7 @@ class Attempt(NamedTuple):
 
     ``status`` is None when no answer was sent (``reason`` hang, reset or refuse);
     ``reason`` is ``ok``, ``auth``, ``invalid`` (400, 404, 405, 411, 413, 415), or the
-    fault that fired (see :mod:`worker.stub.faults`); ``retry_after`` is the seconds
+    fault that fired (see :mod:`ometria_dev.stub.faults`); ``retry_after`` is the seconds
     announced in a Retry-After header, if one was sent.
     """
 

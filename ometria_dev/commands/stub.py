@@ -14,12 +14,9 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-if TYPE_CHECKING:
-    from worker.stub import StubConfig
-
-HELP = "Run the Ometria stand-in (fake /api/track and /api/query) with optional faults."
+from ometria_dev.stub import Faults, StubConfig, StubServer
 
 # (flag, type, help) of each fault option; the dest is the Faults field of the same name.
 _FAULT_OPTIONS: Final[tuple[tuple[str, type, str], ...]] = (
@@ -89,8 +86,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> StubConfig:
-    from worker.stub import Faults, StubConfig  # noqa: PLC0415 - keep `ometria-worker --help` light
-
     # Options left out are None, so only the faults asked for override the defaults.
     dests = [flag[2:].replace("-", "_") for flag, _, _ in _FAULT_OPTIONS]
     dests += ["retry_after_format", "outage_mode", "auth_fail"]
@@ -110,8 +105,6 @@ def _config(args: argparse.Namespace) -> StubConfig:
 
 def _summary(config: StubConfig) -> str:
     """The start-up line: what is configured, never the secret."""
-    from worker.stub import Faults  # noqa: PLC0415 - see _config
-
     defaults = Faults().as_json()
     broken = [f"{k}={v}" for k, v in config.faults.as_json().items() if defaults[k] != v]
     parts = [
@@ -133,8 +126,6 @@ def _write_ready_file(path: Path, url: str) -> None:
 
 
 async def _serve(config: StubConfig, ready_file: Path | None) -> int:
-    from worker.stub import StubServer  # noqa: PLC0415 - see _config
-
     server = StubServer(config)
     await server.start()
     try:

@@ -3,7 +3,7 @@
 Tests that measure the worker keep the stand-in out of the worker's process (its CPU
 would count against the worker); :func:`spawn_stub` runs ``ometria-worker stub`` in a
 child process and yields a :class:`RemoteStub`, which has the same reading and fault
-methods as the in-thread :class:`~worker.stub.server.StubHandle`, spoken over
+methods as the in-thread :class:`~ometria_dev.stub.server.StubHandle`, spoken over
 ``/_admin/`` with the standard library's ``http.client``.
 """
 
@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from worker.stub.faults import Faults
+from ometria_dev.stub.faults import Faults
 
 
 class RemoteStub:

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from worker.stub.faults import Faults
-from worker.stub.recording import Record
-from worker.stub.server import StubConfig, StubServer
+from ometria_dev.stub.faults import Faults
+from ometria_dev.stub.recording import Record
+from ometria_dev.stub.server import StubConfig, StubServer
 
 _T = TypeVar("_T")
 

@@ -5,19 +5,18 @@ the Ometria stand-in and the worker; produces a few hundred sample events (every
 type, both CloudEvents modes, two schema MODELs, and a bad record for each dead-letter
 reason); waits until each is delivered or dead-lettered; prints a table; stops all it
 started. Exit 0 when everything came out as expected, 1 when not, 2 when it could not run.
-The steps are in :mod:`worker.demo`, the sample events in :mod:`worker.demo_events`.
+The steps are in :mod:`ometria_dev.demo`, the sample events in :mod:`ometria_dev.demo_events`.
 """
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "run Kafka, the worker and an Ometria stand-in on sample events, and check the result"
+from ometria_dev.demo import DemoOptions, run_demo
+from ometria_dev.demo_events import BAD_COUNT, MIN_GOOD
 
 
 def _events(text: str) -> int:
-    from worker.demo_events import MIN_GOOD  # noqa: PLC0415 - keep `--help` of other commands fast
-
     value = int(text)
     if value < MIN_GOOD:
         # Fewer could not show every event type in both CloudEvents modes.
@@ -34,8 +33,6 @@ def _port(text: str) -> int:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the demo's options."""
-    from worker.demo_events import BAD_COUNT, MIN_GOOD  # noqa: PLC0415 - keep `--help` of other commands fast
-
     parser.add_argument(
         "--events",
         type=_events,
@@ -72,8 +69,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 when everything checked out."""
-    from worker.demo import DemoOptions, run_demo  # noqa: PLC0415 - see configure
-
     return run_demo(
         DemoOptions(
             events=args.events,

@@ -6,7 +6,7 @@
 2. starts the Ometria stand-in (``ometria-worker stub``) as a child, with a little latency
    and a seeded share of 503s, so that retries show;
 3. creates a source topic and a dead-letter topic, named afresh for each run;
-4. produces the sample events of :mod:`worker.demo_events` (good ones in both
+4. produces the sample events of :mod:`ometria_dev.demo_events` (good ones in both
    CloudEvents modes, and a bad one for each dead-letter reason);
 5. runs ``ometria-worker run`` as a child, its JSON logs in a file, and watches the
    stand-in's admin API and the dead-letter topic until every record has an outcome;
@@ -54,8 +54,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-import worker
-from worker.demo_events import (
+from ometria_dev.demo_events import (
     COVERED,
     DELIVERED,
     DEMO_MAX_RECORD_BYTES,
@@ -65,15 +64,16 @@ from worker.demo_events import (
     SampleRecord,
     sample_events,
 )
+from ometria_dev.stub import RemoteStub
 from worker.outcome import REASONS
-from worker.stub import RemoteStub
 
 T = TypeVar("T")
 
 __all__ = ["DemoError", "DemoOptions", "DemoResult", "Tally", "render", "run_demo"]
 
-#: The repository the package was installed from (editable): scripts/ lives there.
-REPO: Final = Path(worker.__file__).resolve().parents[1]
+#: The checkout this package lives in (it is in no wheel): scripts/ lives there too, and the
+#: children import this checkout's worker and ometria_dev from there.
+REPO: Final = Path(__file__).resolve().parents[1]
 KAFKA_LOCAL: Final = REPO / "scripts" / "kafka-local"
 DEFAULT_BROKER_PORT: Final = 9092
 _EXIT_PORT_TAKEN: Final = 4  # scripts/kafka-local: the port is used by something else

@@ -1,12 +1,12 @@
 """The stand-in server: routing, authentication, faults and the admin API.
 
 :class:`StubServer` runs on the caller's event loop (``async with StubServer(cfg) as s``);
-:mod:`worker.stub.background` runs one in a thread of its own, for synchronous tests.
+:mod:`ometria_dev.stub.background` runs one in a thread of its own, for synchronous tests.
 
 What a request meets, in order: admin paths (``/_admin/…``) are answered at once, never
 authenticated, never faulted; every other request gets a fault verdict
-(:mod:`worker.stub.faults`), then Basic authentication (when a key and secret are
-configured), then routing and validation (:mod:`worker.stub.validation`). Every answer
+(:mod:`ometria_dev.stub.faults`), then Basic authentication (when a key and secret are
+configured), then routing and validation (:mod:`ometria_dev.stub.validation`). Every answer
 to a non-admin request waits the injected latency.
 """
 
@@ -29,10 +29,10 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from worker.stub.faults import FAULT_NAMES, PASS, FaultInjector, Faults, Verdict
-from worker.stub.protocol import Delayed, Drop, HttpConnection, Reply, response
-from worker.stub.recording import Attempt, Record, Recorder
-from worker.stub.validation import Invalid, answer_query, check_query, check_track
+from ometria_dev.stub.faults import FAULT_NAMES, PASS, FaultInjector, Faults, Verdict
+from ometria_dev.stub.protocol import Delayed, Drop, HttpConnection, Reply, response
+from ometria_dev.stub.recording import Attempt, Record, Recorder
+from ometria_dev.stub.validation import Invalid, answer_query, check_query, check_track
 
 TRACK: Final = b"/api/track"
 QUERY: Final = b"/api/query"

@@ -5,7 +5,7 @@ demo sends the same bytes: a few visitors (the record key is the visitor's uid) 
 fill baskets and place, cancel and return orders. The good events cover every event
 type of the spec at MODEL 1, both basket types at MODEL 2, in both CloudEvents modes;
 the bad ones cover every dead-letter reason the demo can provoke, each with a known
-expected reason. Nothing here does I/O: the demo (:mod:`worker.demo`) produces the
+expected reason. Nothing here does I/O: the demo (:mod:`ometria_dev.demo`) produces the
 records and checks what became of them.
 """
 
