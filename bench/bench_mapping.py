@@ -29,6 +29,7 @@ import io
 import random
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -38,6 +39,7 @@ from typing import Any
 import fastavro
 import orjson
 
+from worker.envelope import EnvelopeConfig
 from worker.outcome import Failure, Mapped
 from worker.pipeline import Pipeline
 from worker.registry.avro import AvroSchema
@@ -139,8 +141,9 @@ AVRO_MIX: tuple[tuple[str, int, float], ...] = (
     ("product_viewed.avsc", 1, 0.85),
     ("order_placed.avsc", 2, 0.15),
 )
-# The record full name → the built-in schema that validates and maps it. The worker's
-# hook-up will choose this way (by configuration); here it is a fixed table.
+# The record full name → the built-in schema whose rules validate and map it: the bench
+# writes a schema file for each full name (the built-in file with its type renamed), as a
+# user would for their own Avro types.
 AVRO_TYPES: dict[str, tuple[str, int]] = {
     "shop.events.ProductViewed": ("commerce.product.viewed", 1),
     "shop.events.OrderPlaced": ("commerce.order.placed", 1),
@@ -180,6 +183,22 @@ def _avro_event(rng: random.Random, schema_file: str) -> dict[str, Any]:
     total = sum((price * quantity for price, quantity in prices), decimal.Decimal(0))
     order = {"id": str(rng.randrange(10**6)), "currency": "GBP", "total": total, "lines": lines}
     return {**common, "currency": "GBP", "order": order, "attributes": {"source": "bench"}}
+
+
+def _avro_pipeline(writers: dict[int, AvroSchema]) -> Pipeline:
+    """The worker's pipeline over framed records: the built-in schemas plus one schema file
+    per Avro full name, and the writer schemas as the registry client would hold them."""
+    directory = Path(tempfile.mkdtemp(prefix="bench-avro-schemas-"))
+    builtin = Pipeline.load().registry.table
+    for name, key in AVRO_TYPES.items():
+        text = builtin[key].source.read_text(encoding="utf-8")
+        renamed = text.replace(f"type: {key[0]}\n", f"type: {name}\n", 1)
+        (directory / f"{name}.yaml").write_text(renamed, encoding="utf-8")
+    return Pipeline.load(
+        [directory],
+        envelope=EnvelopeConfig(registry_id_pointer="/event_id"),
+        writers=writers.get,
+    )
 
 
 def make_avro_records(
@@ -255,33 +274,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return len(structured)
 
     avro_values, writers, parsed = make_avro_records(RECORDS)
-    table = pipeline.registry.table
-    by_name = {name: table[key] for name, key in AVRO_TYPES.items()}
-
-    def avro_map(value: bytes) -> Mapped | Failure:
-        """What the hook-up will do per record, without its glue: decode, validate, map."""
-        header = parse_header(value)
-        if isinstance(header, Failure):
-            return header
-        decoded = writers[header[0]].decode(header[1])
-        if isinstance(decoded, Failure):
-            return decoded
-        name, data = decoded
-        schema = by_name[name]
-        event_id = data["event_id"]
-        result = schema.function(data, event_id)
-        if type(result) is str:
-            return Failure("invalid", result, "validate", schema.name)
-        return Mapped(orjson.dumps(result), schema.name, event_id)
-
+    avro_pipeline = _avro_pipeline(writers)
+    avro_map = avro_pipeline.process
     for value in avro_values:  # everything must map for the figures to mean anything
-        mapped = avro_map(value)
+        mapped = avro_map(value, None)
         assert isinstance(mapped, Mapped), mapped
     reader = fastavro.schemaless_reader
 
     def run_avro_mapped() -> int:
         for value in avro_values:
-            avro_map(value)
+            avro_map(value, None)
         return len(avro_values)
 
     def run_avro() -> int:

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -62,10 +63,20 @@ from worker.intake import Assignment, Intake, Listener
 from worker.lanes import Partition, Scheduler
 from worker.metrics import Metrics
 from worker.offsets import decode_done
-from worker.outcome import Failure
+from worker.outcome import Failure, Mapped, NeedsSchema
 from worker.pacing import Gate, Limiter, RateLimiter, Recovery
 from worker.pipeline import Pipeline
-from worker.records import TP, CommitResult, DeadLetterSink, DeadLetterUnavailable, Record, Sender
+from worker.records import (
+    TP,
+    CommitResult,
+    DeadLetterSink,
+    DeadLetterUnavailable,
+    Record,
+    SchemaSource,
+    Sender,
+)
+from worker.registry.client import PermanentSchemaError, TransientRegistryError, UnknownSchemaId
+from worker.retry import backoff
 
 log = structlog.get_logger("worker.app")
 
@@ -114,6 +125,7 @@ class Worker:
         intake: IntakeFactory,
         sink: DeadLetterSink,
         sender: Sender,
+        schemas: SchemaSource | None = None,
         metrics: Metrics | None = None,
         handle_signals: bool = True,
     ) -> None:
@@ -127,6 +139,9 @@ class Worker:
         self._make_intake = intake
         self._sink = sink
         self._sender = sender
+        self._schemas = schemas
+        self._registry_failures = 0  # registry fetches failed in a row, worker-wide
+        self._rng = random.Random()
         self._handle_signals = handle_signals
         self._stopping = False
         self._fatal = False
@@ -261,6 +276,8 @@ class Worker:
         if unflushed:
             log.error("dead_letters_unflushed", count=unflushed)
         await self._sender.aclose()
+        if self._schemas is not None:
+            await self._schemas.aclose()
         self._set_state("stopped")
         log.info(
             "worker_stopped",
@@ -398,6 +415,8 @@ class Worker:
         assert self._deliverer is not None
         try:
             prepared = self.pipeline.process(record.value, record.headers)
+            if isinstance(prepared, NeedsSchema):
+                prepared = await self._with_writer_schema(record, prepared.schema_id)
             if isinstance(prepared, Failure):
                 await self._dead_letter(record, prepared, 0)
                 return
@@ -419,6 +438,51 @@ class Worker:
             )
             # The type only: the message of an unexpected error may quote the event.
             await self._halt(f"unexpected error {type(exc).__name__} (see record_handling_failed)")
+
+    async def _with_writer_schema(self, record: Record, schema_id: int) -> Mapped | Failure:
+        """Fetch writer schema ``schema_id`` from the Schema Registry, then process the
+        record again. While the registry cannot answer, the record waits and retries
+        with backoff (never a dead letter for it: nothing is committed past it, and
+        ``/readyz`` and ``schema_registry_failing`` show it); an id the registry does not
+        know is ``unknown_schema``, a schema the worker cannot read ``undecodable``."""
+        schemas = self._schemas
+        s = self.settings
+        while True:
+            if schemas is None:
+                return Failure("undecodable", "no Schema Registry", "decode", schema_id=schema_id)
+            try:
+                await schemas.writer(schema_id)
+            except PermanentSchemaError as exc:
+                unknown = isinstance(exc, UnknownSchemaId)
+                return Failure(
+                    "unknown_schema" if unknown else "undecodable",
+                    str(exc)[:500],
+                    "schema" if unknown else "decode",
+                    schema_id=schema_id,
+                )
+            except TransientRegistryError as exc:
+                self._registry_failures += 1
+                failures = self._registry_failures
+                self.metrics.registry_failing = True
+                if failures == 1 or failures % 10 == 0:
+                    log.warning(
+                        "schema_registry_unavailable",
+                        error=str(exc)[:300],
+                        failures=failures,
+                        action="records framed for it wait; nothing is dead-lettered for this",
+                    )
+                await asyncio.sleep(
+                    backoff(min(failures, 20), base=s.retry_base, cap=s.retry_cap, rng=self._rng)
+                )
+                continue
+            if self._registry_failures:
+                log.info("schema_registry_recovered", failures=self._registry_failures)
+                self._registry_failures = 0
+                self.metrics.registry_failing = False
+            result = self.pipeline.process(record.value, record.headers)
+            if not isinstance(result, NeedsSchema):
+                return result
+            # Fetched, yet not at hand: evicted at once by a tiny cache. Fetch again.
 
     async def _halt(self, why: str) -> None:
         """A fatal fault on this record: stop the worker and abandon the record (its
@@ -541,6 +605,7 @@ class Worker:
                 and intake.connected
                 and bool(self.partitions or self._rebalances)
                 and not self.metrics.auth_failing
+                and not self.metrics.registry_failing
                 and not self._stalled
             ),
             "stalled_partitions": _fmt(sorted(self._stalled)),

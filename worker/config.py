@@ -80,6 +80,12 @@ class Settings:
     ometria_key: Secret | None = None
     ometria_secret: Secret | None = None
     tls_verify: bool | str = True  # True, False, or a CA bundle path
+    schema_registry_url: str = ""  # "": no Schema Registry (framed records are undecodable)
+    schema_registry_username: str | None = None
+    schema_registry_password: Secret | None = None
+    schema_registry_tls_verify: bool | str = True
+    schema_registry_cache_bytes: int = 16 * 1024 * 1024
+    schema_registry_timeout: float = 10.0
     http_transport: Transport = "aiohttp"
     connect_timeout: float = 5.0
     read_timeout: float = 10.0
@@ -115,6 +121,13 @@ class Settings:
     log_payloads: bool = False
     summary_interval: float = 30.0
     schema_dirs: tuple[Path, ...] = ()
+
+    @property
+    def schema_registry_auth(self) -> tuple[str, str] | None:
+        """(username, password) for the Schema Registry's Basic auth, or None."""
+        if self.schema_registry_username is None or self.schema_registry_password is None:
+            return None
+        return (self.schema_registry_username, self.schema_registry_password.reveal())
 
     @property
     def auth(self) -> tuple[str, str] | None:
@@ -182,6 +195,22 @@ class Settings:
                 " address: OMETRIA_KEY and OMETRIA_SECRET travel readable by anyone on the"
                 " path; use https://"
             )
+        if self.schema_registry_url:
+            if self.schema_registry_tls_verify is False:
+                warnings.append(
+                    "SCHEMA_REGISTRY_TLS_VERIFY is false: the registry's certificate is not"
+                    " checked, so anyone on the path can serve the worker other schemas"
+                )
+            registry = urlsplit(self.schema_registry_url)
+            if (
+                self.schema_registry_auth is not None
+                and registry.scheme == "http"
+                and not _loopback(registry.hostname)
+            ):
+                warnings.append(
+                    f"SCHEMA_REGISTRY_URL is plain http:// to {registry.hostname}, not a"
+                    " loopback address: SCHEMA_REGISTRY_PASSWORD travels readable; use https://"
+                )
         extra = {k: v for k, v in self.kafka_extra.items() if isinstance(v, str)}
         if extra.get("enable.ssl.certificate.verification", "").lower() in ("false", "0"):
             warnings.append(
@@ -244,18 +273,17 @@ class Settings:
             missing = "OMETRIA_SECRET" if secret is None else "OMETRIA_KEY"
             r.problem(missing, "is required when the other half of the key pair is set")
 
-        tls_raw = r.text("OMETRIA_TLS_VERIFY", "true")
-        tls_verify: bool | str
-        if tls_raw.lower() in ("true", "1", "yes"):
-            tls_verify = True
-        elif tls_raw.lower() in ("false", "0", "no"):
-            tls_verify = False
-        else:
-            tls_verify = tls_raw
-            if not Path(tls_raw).is_file():
-                r.problem("OMETRIA_TLS_VERIFY", "must be true, false or the path of a CA bundle")
-            else:
-                _check_ca_bundle(tls_raw, r)
+        tls_verify = _tls_verify(r, "OMETRIA_TLS_VERIFY")
+        registry_url = _registry_url(r)
+        registry_user = env.get("SCHEMA_REGISTRY_USERNAME") or None
+        registry_password = env.get("SCHEMA_REGISTRY_PASSWORD") or None
+        if (registry_user is None) != (registry_password is None):
+            missing = (
+                "SCHEMA_REGISTRY_PASSWORD"
+                if registry_password is None
+                else "SCHEMA_REGISTRY_USERNAME"
+            )
+            r.problem(missing, "is required when the other half of the credentials is set")
 
         connect_timeout = r.number("OMETRIA_CONNECT_TIMEOUT", 5.0, low=0.001)
         read_timeout = r.number("OMETRIA_READ_TIMEOUT", 10.0, low=0.001)
@@ -278,6 +306,14 @@ class Settings:
             ometria_key=Secret(key) if key else None,
             ometria_secret=Secret(secret) if secret else None,
             tls_verify=tls_verify,
+            schema_registry_url=registry_url,
+            schema_registry_username=registry_user,
+            schema_registry_password=Secret(registry_password) if registry_password else None,
+            schema_registry_tls_verify=_tls_verify(r, "SCHEMA_REGISTRY_TLS_VERIFY"),
+            schema_registry_cache_bytes=r.integer(
+                "SCHEMA_REGISTRY_CACHE_BYTES", 16 * 1024 * 1024, low=65_536
+            ),
+            schema_registry_timeout=r.number("SCHEMA_REGISTRY_TIMEOUT", 10.0, low=0.1),
             http_transport=cast(
                 Transport, r.choice("WORKER_HTTP_TRANSPORT", "aiohttp", ("aiohttp", "httpx"))
             ),
@@ -335,6 +371,44 @@ def _reveal(extra: Mapping[str, str | Secret]) -> dict[str, str]:
     return {k: (v.reveal() if isinstance(v, Secret) else v) for k, v in extra.items()}
 
 
+def _tls_verify(r: _Reader, name: str) -> bool | str:
+    """A ``*_TLS_VERIFY`` setting: true, false, or the path of a CA bundle."""
+    raw = r.text(name, "true")
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    if not Path(raw).is_file():
+        r.problem(name, "must be true, false or the path of a CA bundle")
+    else:
+        _check_ca_bundle(raw, r, name)
+    return raw
+
+
+def _registry_url(r: _Reader) -> str:
+    """``SCHEMA_REGISTRY_URL``: the Confluent-compatible API's root, or "" for none."""
+    raw = r.text("SCHEMA_REGISTRY_URL", "")
+    if not raw:
+        return ""
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        r.problem("SCHEMA_REGISTRY_URL", "is not a valid URL")
+        return ""
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        r.problem("SCHEMA_REGISTRY_URL", "must be an http(s) URL such as https://host:8081")
+        return ""
+    if parts.username is not None or parts.password is not None:
+        r.problem(
+            "SCHEMA_REGISTRY_URL",
+            "must not contain credentials: give them as SCHEMA_REGISTRY_USERNAME and "
+            "SCHEMA_REGISTRY_PASSWORD",
+        )
+        return ""
+    return raw.rstrip("/")
+
+
 def _base_url(r: _Reader) -> str:
     override = r.text("OMETRIA_BASE_URL", "")
     if override:
@@ -383,12 +457,12 @@ def _kafka_passthrough(env: Mapping[str, str], r: _Reader) -> dict[str, str | Se
     return extra
 
 
-def _check_ca_bundle(path: str, r: _Reader) -> None:
-    """The CA bundle loads as the Ometria client will load it (else every request fails)."""
+def _check_ca_bundle(path: str, r: _Reader, name: str) -> None:
+    """The CA bundle loads as the client will load it (else every request fails)."""
     try:
         ssl.create_default_context(cafile=path)
     except (ssl.SSLError, OSError) as exc:
-        r.problem("OMETRIA_TLS_VERIFY", f"{path} is not a usable CA bundle (PEM): {exc}")
+        r.problem(name, f"{path} is not a usable CA bundle (PEM): {exc}")
 
 
 def _schema_dirs(r: _Reader) -> tuple[Path, ...]:

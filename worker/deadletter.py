@@ -13,6 +13,7 @@ idea with the worker's own names::
     dlq.time              ISO-8601 UTC time the dead letter was written
     dlq.schema            "type/MODEL" when known
     dlq.http.status       Ometria's status when it answered
+    dlq.schema.id         the Schema Registry id of the writer schema (a framed record)
 
 A record too large for the dead-letter topic (over the producer's or the topic's
 limit) is written again with its value cut to ``truncate_bytes`` and the headers
@@ -73,6 +74,8 @@ def dead_letter_headers(
         headers.append(("dlq.schema", failure.schema.encode()))
     if failure.http_status is not None:
         headers.append(("dlq.http.status", str(failure.http_status).encode()))
+    if failure.schema_id is not None:
+        headers.append(("dlq.schema.id", str(failure.schema_id).encode()))
     return headers
 
 

@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import orjson
 
-from worker.outcome import Failure
+from worker.outcome import Failure, NeedsSchema
+from worker.registry.wire import MAGIC, parse_header
 
 __all__ = [
     "MISSING",
@@ -152,6 +154,10 @@ class EnvelopeConfig:
       record lacks it, the Ometria payload carries no ``request_id``;
     * data: ``data_pointer`` (default ``""``, the whole value).
 
+    In both modes ``registry_id_pointer`` names the event id (for ``request_id``) inside a
+    registry-framed record read without CloudEvents headers; without it such a record has
+    no id.
+
     Raises ``ValueError`` for an inconsistent configuration.
     """
 
@@ -163,13 +169,21 @@ class EnvelopeConfig:
     id_header: str | None = None
     id_pointer: str | None = None
     data_pointer: str = ""
+    registry_id_pointer: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("cloudevents", "selector"):
             raise ValueError(
                 f"envelope mode must be 'cloudevents' or 'selector', not {self.mode!r}"
             )
-        selector_fields = [f.name for f in fields(self) if f.name != "mode"]
+        if self.registry_id_pointer is not None:
+            try:
+                parse_json_pointer(self.registry_id_pointer)
+            except ValueError as exc:
+                raise ValueError(f"registry_id_pointer: {exc}") from None
+        selector_fields = [
+            f.name for f in fields(self) if f.name not in ("mode", "registry_id_pointer")
+        ]
         if self.mode == "cloudevents":
             for name in selector_fields:
                 default = "" if name == "data_pointer" else None
@@ -210,8 +224,9 @@ class EnvelopeConfig:
         mode = values.pop("mode", "cloudevents").lower()
         if mode not in ("cloudevents", "selector"):
             raise ValueError(f"WORKER_ENVELOPE must be 'cloudevents' or 'selector', not {mode!r}")
-        if mode == "cloudevents" and values:
-            first = names[sorted(values)[0]]
+        selector_values = sorted(set(values) - {"registry_id_pointer"})
+        if mode == "cloudevents" and selector_values:
+            first = names[selector_values[0]]
             raise ValueError(f"{first} is set but WORKER_ENVELOPE is not 'selector'")
         try:
             return cls(mode="selector" if mode == "selector" else "cloudevents", **values)
@@ -224,6 +239,17 @@ class EnvelopeConfig:
             raise ValueError(message) from None
 
 
+class WriterSchema(Protocol):
+    """A registry writer schema, compiled: decodes the payload of a framed record."""
+
+    def decode(self, payload: bytes | memoryview) -> tuple[str | None, Any] | Failure:
+        """(the record's full name or None, JSON-like value), or why it cannot be decoded."""
+
+
+WriterLookup = Callable[[int], WriterSchema | None]
+"""The writer schema of an id if the worker has it (no I/O), else None."""
+
+
 @dataclass(slots=True)
 class Event:
     """A decoded record: what the schema registry needs to validate and map it.
@@ -234,8 +260,9 @@ class Event:
 
     type: str
     model: int
-    id: str | int | None  # the CloudEvent id; None only in selector mode without one
+    id: str | int | None  # the event id; None when the envelope gives none
     data: Any  # the parsed data, or MISSING when the record had none
+    schema_id: int | None = None  # the registry's writer schema id, for a framed record
 
 
 def show_value(value: Any) -> str:
@@ -252,8 +279,8 @@ def _undecodable(detail: str) -> Failure:
     return Failure("undecodable", detail, "decode")
 
 
-def _unknown(detail: str, schema: str | None = None) -> Failure:
-    return Failure("unknown_schema", detail, "schema", schema)
+def _unknown(detail: str, schema: str | None = None, schema_id: int | None = None) -> Failure:
+    return Failure("unknown_schema", detail, "schema", schema, schema_id=schema_id)
 
 
 class Decoder:
@@ -265,8 +292,13 @@ class Decoder:
     when full it starts again empty.
     """
 
-    def __init__(self, config: EnvelopeConfig | None = None) -> None:
+    def __init__(
+        self, config: EnvelopeConfig | None = None, writers: WriterLookup | None = None
+    ) -> None:
         self.config = config or EnvelopeConfig()
+        # None: no Schema Registry configured, so a framed record is undecodable.
+        self._writers = writers
+        self._registry_id_ptr = _tokens(self.config.registry_id_pointer)
         self._models: dict[str, int] = {}
         self.cache_bytes = 0  # sys.getsizeof of the keys of _models
         self._selector = self.config.mode == "selector"
@@ -275,8 +307,9 @@ class Decoder:
         self._id_ptr = _tokens(self.config.id_pointer)
         self._data_ptr = parse_json_pointer(self.config.data_pointer)
 
-    def decode(self, value: bytes | None, headers: Headers | None) -> Event | Failure:
-        """Decode one record; never raises for any value or headers."""
+    def decode(self, value: bytes | None, headers: Headers | None) -> Event | Failure | NeedsSchema:
+        """Decode one record; never raises for any value or headers. ``NeedsSchema`` when
+        the record is framed for a Schema Registry whose writer schema is not at hand."""
         if not value:
             return _undecodable("empty value" if value is not None else "no value (tombstone)")
         if self._selector:
@@ -289,6 +322,9 @@ class Decoder:
                 by_name.get("content-type")
             ):
                 return self._decode_binary(value, by_name)
+        if value[0] == MAGIC:
+            # No JSON text starts with a zero byte: a record framed for a Schema Registry.
+            return self._decode_framed(value)
         # Structured mode, inline: the common case, once per record.
         try:
             event = orjson.loads(value)
@@ -390,6 +426,13 @@ class Decoder:
             if isinstance(found, Failure):
                 return found
             model = found
+        if value[0] == MAGIC:
+            # The data is framed for a Schema Registry; ce_type still names the event.
+            framed = self._framed_value(value)
+            if type(framed) is not tuple:
+                return framed  # type: ignore[return-value]  # Failure or NeedsSchema
+            schema_id, _name, data = framed
+            return Event(type_, model, event_id, data, schema_id)
         try:
             data = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
@@ -398,12 +441,80 @@ class Decoder:
             return _undecodable(f"value is JSON {_json_type(data)}, not a data object")
         return Event(type_, model, event_id, data)
 
-    def _decode_selector(self, value: bytes, headers: Headers | None) -> Event | Failure:
-        cfg = self.config
+    def _framed_value(self, value: bytes) -> tuple[int, str | None, Any] | Failure | NeedsSchema:
+        """(schema id, full name, value) of a registry-framed record."""
+        header = parse_header(value)
+        if type(header) is not tuple:
+            return header  # type: ignore[return-value]  # a Failure
+        schema_id, payload = header
+        writers = self._writers
+        if writers is None:
+            return Failure(
+                "undecodable",
+                f"record framed for a Schema Registry (schema id {schema_id}) but "
+                "SCHEMA_REGISTRY_URL is not set",
+                "decode",
+                schema_id=schema_id,
+            )
+        writer = writers(schema_id)
+        if writer is None:
+            return NeedsSchema(schema_id)
+        decoded = writer.decode(payload)
+        if isinstance(decoded, Failure):
+            return dataclasses.replace(decoded, schema_id=schema_id)
+        return schema_id, decoded[0], decoded[1]
+
+    def _decode_framed(self, value: bytes) -> Event | Failure | NeedsSchema:
+        """A registry-framed record without CloudEvents: its type is the record's full
+        name (Avro ``namespace.name``, a JSON Schema's ``title``), at MODEL 1."""
+        framed = self._framed_value(value)
+        if type(framed) is not tuple:
+            return framed  # type: ignore[return-value]  # Failure or NeedsSchema
+        schema_id, name, data = framed
+        if not name:
+            return _unknown(
+                f"the writer schema (id {schema_id}) names no record type "
+                "(a JSON Schema needs a title)",
+                schema_id=schema_id,
+            )
+        event_id: Any = None
+        if self._registry_id_ptr is not None:
+            event_id = resolve_pointer(data, self._registry_id_ptr)
+            if event_id is MISSING or event_id is None:
+                event_id = None
+            elif not ((type(event_id) is str and event_id) or type(event_id) is int):
+                return Failure(
+                    "undecodable",
+                    f"event id ({self.config.registry_id_pointer}) must be a non-empty string "
+                    f"or an integer, got {show_value(event_id)}",
+                    "decode",
+                    schema_id=schema_id,
+                )
+        return Event(name, 1, event_id, data, schema_id)
+
+    def _decode_selector(
+        self, value: bytes, headers: Headers | None
+    ) -> Event | Failure | NeedsSchema:
+        if value[0] == MAGIC:
+            framed = self._framed_value(value)
+            if type(framed) is not tuple:
+                return framed  # type: ignore[return-value]  # Failure or NeedsSchema
+            schema_id, _name, document = framed
+            selected = self._select(document, headers, schema_id)
+            if type(selected) is Failure:
+                return dataclasses.replace(selected, schema_id=schema_id)
+            return selected
         try:
             document = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             return _undecodable(_json_problem(exc))
+        return self._select(document, headers, None)
+
+    def _select(
+        self, document: Any, headers: Headers | None, schema_id: int | None
+    ) -> Event | Failure:
+        """Type, version, id and data of a selector-mode document."""
+        cfg = self.config
         if type(document) is not dict:
             return _undecodable(f"value is JSON {_json_type(document)}, not an object")
         by_name: dict[str, bytes] = {}
@@ -466,7 +577,7 @@ class Decoder:
             )
 
         data = resolve_pointer(document, self._data_ptr)
-        return Event(type_, model, event_id, data)
+        return Event(type_, model, event_id, data, schema_id)
 
 
 def _tokens(pointer: str | None) -> tuple[str, ...] | None:

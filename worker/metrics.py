@@ -68,6 +68,7 @@ class Metrics:
         self.commits = 0
         self.dlq_write_failures = 0
         self.auth_failing = False
+        self.registry_failing = False
         self.in_flight = 0
         self.in_flight_bytes = 0
         self.paused_partitions = 0
@@ -177,6 +178,12 @@ class Metrics:
             "gauge",
             "1 while Ometria refuses the credentials (401/403).",
             [("", 1 if self.auth_failing else 0)],
+        )
+        metric(
+            "schema_registry_failing",
+            "gauge",
+            "1 while the Schema Registry cannot give a writer schema that records wait for.",
+            [("", 1 if self.registry_failing else 0)],
         )
         metric(
             "records_in_flight",

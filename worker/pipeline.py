@@ -3,7 +3,9 @@
 ``Pipeline.process(value, headers)`` runs, in order:
 
 1. size: a value over ``max_bytes`` → ``too_large`` (checked before anything is parsed);
-2. envelope (:mod:`worker.envelope`): decode → ``undecodable`` or ``unknown_schema``;
+2. envelope (:mod:`worker.envelope`): decode → ``undecodable`` or ``unknown_schema``; a
+   record framed for a Schema Registry is decoded with its writer schema when the worker
+   has it, else the answer is :class:`~worker.outcome.NeedsSchema` (fetch, then again);
 3. registry (:mod:`worker.schemas`): look up ``(type, MODEL)`` → ``unknown_schema``;
 4. the schema's compiled function: validate and map → ``invalid``, or the payload,
    encoded with orjson into :class:`~worker.outcome.Mapped`.
@@ -15,13 +17,15 @@ apart from the envelope's cache (bounded by bytes), so it is cheap to call from 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
 
-from worker.envelope import MISSING, Decoder, EnvelopeConfig, Headers
-from worker.outcome import Failure, Mapped
+from worker.envelope import MISSING, Decoder, EnvelopeConfig, Event, Headers, WriterLookup
+from worker.numbers import orjson_default
+from worker.outcome import Failure, Mapped, NeedsSchema
 from worker.schemas import Registry
 
 __all__ = ["DEFAULT_MAX_BYTES", "Pipeline"]
@@ -39,14 +43,17 @@ class Pipeline:
         registry: Registry,
         envelope: EnvelopeConfig | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        writers: WriterLookup | None = None,
     ) -> None:
+        """``writers`` looks up registry writer schemas the worker holds (None: no Schema
+        Registry configured, so framed records are ``undecodable``)."""
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         self.registry = registry
         self.envelope = envelope or EnvelopeConfig()
         self.max_bytes = max_bytes
         self._max_bytes = max_bytes
-        self.decoder = Decoder(self.envelope)
+        self.decoder = Decoder(self.envelope, writers)
         self._decode = self.decoder.decode
         self._table = registry.table
 
@@ -56,14 +63,17 @@ class Pipeline:
         extra_dirs: Sequence[Path] = (),
         envelope: EnvelopeConfig | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        writers: WriterLookup | None = None,
     ) -> Pipeline:
         """The built-in schemas plus ``extra_dirs`` (later dirs win).
 
         Raises :class:`~worker.schemas.SchemaError` naming each broken file.
         """
-        return cls(Registry.load(extra_dirs), envelope, max_bytes)
+        return cls(Registry.load(extra_dirs), envelope, max_bytes, writers)
 
-    def process(self, value: bytes | None, headers: Headers | None) -> Mapped | Failure:
+    def process(
+        self, value: bytes | None, headers: Headers | None
+    ) -> Mapped | Failure | NeedsSchema:
         """Map one record to the body to POST, or say why it is a permanent failure.
 
         Never raises, whatever the value and headers hold.
@@ -77,23 +87,32 @@ class Pipeline:
                     "decode",
                 )
             event = self._decode(value, headers)
-            if isinstance(event, Failure):
-                return event
+            if type(event) is not Event:
+                return event  # type: ignore[return-value]  # Failure or NeedsSchema
             schema = self._table.get((event.type, event.model))
             if schema is None:
-                return self._unknown(event.type, event.model)
-            data = event.data
-            if data is MISSING:
-                return Failure("invalid", "data: required field missing", "validate", schema.name)
-            result = schema.function(data, event.id)
-            if type(result) is str:
-                return Failure("invalid", result, "validate", schema.name)
-            event_id = event.id
-            return Mapped(
-                orjson.dumps(result),
-                schema.name,
-                event_id if type(event_id) is str else ("" if event_id is None else str(event_id)),
-            )
+                failure = self._unknown(event.type, event.model)
+            else:
+                data = event.data
+                if data is MISSING:
+                    failure = Failure(
+                        "invalid", "data: required field missing", "validate", schema.name
+                    )
+                else:
+                    result = schema.function(data, event.id)
+                    if type(result) is not str:
+                        event_id = event.id
+                        return Mapped(
+                            orjson.dumps(result, default=orjson_default),
+                            schema.name,
+                            event_id
+                            if type(event_id) is str
+                            else ("" if event_id is None else str(event_id)),
+                        )
+                    failure = Failure("invalid", result, "validate", schema.name)
+            if event.schema_id is not None:
+                failure = dataclasses.replace(failure, schema_id=event.schema_id)
+            return failure
         except Exception as exc:  # noqa: BLE001  # the contract: never raise for a record
             return Failure(
                 "invalid", f"unexpected {type(exc).__name__} while mapping: {exc}"[:300], "map"

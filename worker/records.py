@@ -12,6 +12,8 @@ production against Kafka and Ometria:
                     (worker.deadletter.DeadLetterWriter; tests: MemoryDeadLetters)
     Sender          POSTs one track payload and returns an Answer, never raising for
                     network trouble (worker.ometria.OmetriaClient over any httpx transport)
+    SchemaSource    fetches Schema Registry writer schemas (worker.registry.RegistryClient;
+                    optional: only with SCHEMA_REGISTRY_URL)
 """
 
 from __future__ import annotations
@@ -165,6 +167,19 @@ class Sender(Protocol):
     async def track(self, body: bytes) -> Answer:
         """POST one payload; network trouble is an :class:`~worker.ometria.Answer` with no
         status, never an exception."""
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+
+
+class SchemaSource(Protocol):
+    """Writer schemas of a Schema Registry, fetched once per id and kept."""
+
+    async def writer(self, schema_id: int) -> object:
+        """Fetch (or find) the writer schema ``schema_id``, so that the pipeline has it.
+
+        Raises ``worker.registry.client.PermanentSchemaError`` for an id that can never be
+        decoded and ``TransientRegistryError`` while the registry cannot answer."""
 
     async def aclose(self) -> None:
         """Close the connection pool."""

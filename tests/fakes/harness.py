@@ -35,11 +35,11 @@ from worker.config import Settings
 from worker.flow import FlowLimits
 from worker.intake import POLL_TIMEOUT, Intake, Listener
 from worker.pipeline import Pipeline
-from worker.records import TP, Headers
+from worker.records import TP, Headers, SchemaSource
 
 
 @cache
-def pipeline() -> Pipeline:
+def default_pipeline() -> Pipeline:
     """The built-in schemas, loaded once per test session."""
     return Pipeline.load()
 
@@ -128,7 +128,14 @@ class _NoRebalance:
 class Harness:
     """One worker, an in-memory source, dead-letter sink and Ometria (module docstring)."""
 
-    def __init__(self, *, partitions: dict[str, int] | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        *,
+        partitions: dict[str, int] | None = None,
+        pipeline: Pipeline | None = None,
+        schemas: SchemaSource | None = None,
+        **settings: Any,
+    ) -> None:
         parts = partitions or {"t": 1}
         self.source = MemorySource(partitions=dict(parts))
         self.sink = MemoryDeadLetters()
@@ -144,10 +151,11 @@ class Harness:
         self.settings = replace(base, **settings)
         self.worker = Worker(
             self.settings,
-            pipeline(),
+            pipeline or default_pipeline(),
             intake=self._make_intake,
             sink=self.sink,
             sender=self.ometria,
+            schemas=schemas,
             handle_signals=False,
         )
         self.runner: InlineIntake | None = None

@@ -16,6 +16,7 @@ import pytest
 
 from ometria_dev.stub import running_stub
 from tests.fixtures.kafka_helpers import MakeTopic
+from tests.fixtures.schema_registry import register_schema
 from worker.cli import main
 
 SECRET = "s3cr3t-value-never-printed"
@@ -33,7 +34,7 @@ def closed_port() -> int:
 def set_env(monkeypatch: pytest.MonkeyPatch) -> SetEnv:
     """Replace every worker variable of this process with the given ones."""
     for name in list(os.environ):
-        if name.startswith(("KAFKA_", "OMETRIA_", "WORKER_")):
+        if name.startswith(("KAFKA_", "OMETRIA_", "WORKER_", "SCHEMA_REGISTRY_")):
             monkeypatch.delenv(name)
 
     def apply(**variables: str) -> None:
@@ -90,6 +91,58 @@ def test_all_checks_pass_on_a_good_deployment(
         f"ok   ometria {stub_url} answered a test query with 200 (credentials accepted)"
     )
     assert len(lines) == 7
+
+
+@pytest.mark.integration
+def test_the_schema_registry_is_reached_and_its_subjects_named_per_topic(
+    kafka_bootstrap: str,
+    schema_registry_url: str,
+    make_topic: MakeTopic,
+    set_env: SetEnv,
+    stub_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    framed, plain = make_topic(prefix="chk-avro"), make_topic(prefix="chk-json")
+    register_schema(schema_registry_url, f"{framed}-value", {"type": "string"})
+    set_env(
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        KAFKA_TOPICS=f"{framed},{plain}",
+        KAFKA_DLQ_TOPIC=make_topic(prefix="chk-dlq"),
+        OMETRIA_BASE_URL=stub_url,
+        OMETRIA_KEY="k",
+        OMETRIA_SECRET=SECRET,
+        SCHEMA_REGISTRY_URL=schema_registry_url,
+    )
+    code, lines, _ = check(capsys, "--timeout", "5")
+    assert code == 0, lines
+    registry = [line for line in lines if "schema registry" in line]
+    assert registry[0].startswith(f"ok   schema registry {schema_registry_url} answered: ")
+    assert registry[1] == f"ok   schema registry subjects for topic {framed}: {framed}-value"
+    assert registry[2].startswith(f"ok   schema registry has no {plain}-value subject")
+
+
+@pytest.mark.integration
+def test_an_unreachable_schema_registry_fails_naming_the_setting(
+    kafka_bootstrap: str,
+    make_topic: MakeTopic,
+    set_env: SetEnv,
+    stub_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    set_env(
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        KAFKA_TOPICS=make_topic(prefix="chk"),
+        KAFKA_DLQ_TOPIC=make_topic(prefix="chk-dlq"),
+        OMETRIA_BASE_URL=stub_url,
+        OMETRIA_KEY="k",
+        OMETRIA_SECRET=SECRET,
+        SCHEMA_REGISTRY_URL=f"http://127.0.0.1:{closed_port()}/apis/ccompat/v7",
+    )
+    code, lines, _ = check(capsys, "--timeout", "3")
+    assert code == 1
+    (failed,) = [line for line in lines if line.startswith("FAIL")]
+    assert failed.startswith("FAIL schema registry http://127.0.0.1:")
+    assert "SCHEMA_REGISTRY_URL" in failed
 
 
 # (what to break, the one FAIL line expected (a part of it))

@@ -34,7 +34,7 @@ from ometria_dev.demo_events import (
     sample_events,
 )
 from worker.cli import main
-from worker.outcome import Failure
+from worker.outcome import Failure, Mapped
 from worker.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,6 +87,7 @@ def _fate(sample: SampleRecord) -> str:
     out = PIPELINE.process(sample.value, list(sample.headers))
     if isinstance(out, Failure):
         return out.reason
+    assert isinstance(out, Mapped)  # no Schema Registry here: never NeedsSchema
     body = orjson.loads(out.body)
     assert (body["scope"], body.get("action")) == EVENT_TYPES[sample.type], sample
     assert body["user"]["uid"] == sample.uid

@@ -69,6 +69,7 @@ def documented_metrics() -> dict[str, tuple[str, ...]]:
 MOVED_ELSEWHERE = {
     "records_skipped_total": "tests/integration/test_handover.py",
     "partitions_stalled": "tests/unit/test_worker_core.py",
+    "schema_registry_failing": "tests/integration/test_registry_worker.py",
 }
 
 

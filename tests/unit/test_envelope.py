@@ -17,7 +17,7 @@ from worker.envelope import (
     parse_json_pointer,
     resolve_pointer,
 )
-from worker.outcome import Failure
+from worker.outcome import Failure, NeedsSchema
 
 DATA = {"user": {"uid": "u", "sid": "s"}, "page": {"id": "home"}}
 CE = {
@@ -39,12 +39,12 @@ BINARY_HEADERS: list[tuple[str, bytes | None]] = [
 ]
 
 
-def decoded(result: Event | Failure) -> Event:
+def decoded(result: Event | Failure | NeedsSchema) -> Event:
     assert isinstance(result, Event), result
     return result
 
 
-def failed(result: Event | Failure, reason: str) -> Failure:
+def failed(result: Event | Failure | NeedsSchema, reason: str) -> Failure:
     assert isinstance(result, Failure), result
     assert result.reason == reason, result
     return result

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker.envelope import EnvelopeConfig
-from worker.outcome import Failure, Mapped
+from worker.outcome import Failure, Mapped, NeedsSchema
 from worker.pipeline import Pipeline
 from worker.schemas import Registry
 
@@ -63,8 +63,10 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode()
 
 
-def check_result(result: Mapped | Failure) -> None:
-    """The one promise: a Failure with a known reason, or a well-formed Ometria payload."""
+def check_result(result: Mapped | Failure | NeedsSchema) -> None:
+    """The one promise: a Failure with a known reason, or a well-formed Ometria payload
+    (never NeedsSchema: these pipelines have no Schema Registry)."""
+    assert not isinstance(result, NeedsSchema)
     if isinstance(result, Failure):
         assert result.reason in ("undecodable", "unknown_schema", "invalid", "too_large")
         assert isinstance(result.detail, str)

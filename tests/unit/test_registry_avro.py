@@ -2,7 +2,7 @@
 
 Each row is a field schema, the value a producer writes (what fastavro's writer takes,
 as confluent-kafka's AvroSerializer hands it over), and what reaches the mapping. The
-table is the one in docs/schemas-registry-types.md.
+table is the one in docs/schemas.md (Records framed for a Schema Registry).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import fastavro
 import orjson
 import pytest
 
+from worker.numbers import ExactNumber, orjson_default
 from worker.outcome import Failure
-from worker.registry.avro import AvroError, AvroSchema, ExactNumber, orjson_default
+from worker.registry.avro import AvroError, AvroSchema
 
 UTC = dt.UTC
 

@@ -18,8 +18,9 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from worker.numbers import orjson_default
 from worker.outcome import Failure
-from worker.registry.avro import AvroSchema, orjson_default
+from worker.registry.avro import AvroSchema
 from worker.registry.jsonschema import JsonSchemaWriter
 from worker.registry.wire import parse_header, protobuf_message_indexes
 

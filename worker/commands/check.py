@@ -19,7 +19,12 @@ check meaningless:
    dead-letter topic): the WRITE permission is what the broker reports in the topic's
    authorised operations (``DescribeTopics``); a broker that reports none (no
    authoriser, or Kafka before 2.3) passes with a note;
-6. Ometria: a harmless ``POST /api/query`` asking for no element, with the worker's URL
+6. the Schema Registry, when ``SCHEMA_REGISTRY_URL`` is set: it lists its subjects with
+   the worker's credentials, and for each consumed topic the check says which subjects it
+   found for it (``<topic>-value`` under the default TopicNameStrategy, any
+   ``<topic>-<record>`` under TopicRecordNameStrategy); a topic with none is a note, not
+   a failure (its producers may use RecordNameStrategy, or write CloudEvents JSON);
+7. Ometria: a harmless ``POST /api/query`` asking for no element, with the worker's URL
    and credentials: 2xx passes; 401/403 means refused credentials; no answer names its
    cause (certificate verify failed, DNS lookup failed, connection refused, connect or
    read timeout) and what to check for it.
@@ -135,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
         report.warn(warning)
     _check_schemas(settings, envelope, report)
     _check_kafka(settings, args.timeout, report)
+    if settings.schema_registry_url:
+        _check_registry(settings, args.timeout, report)
     _check_ometria(settings, args.timeout, report)
     if report.failed:
         print(
@@ -291,6 +298,45 @@ def shown_url(url: str) -> str:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def _check_registry(settings: Settings, timeout: float, report: _Report) -> None:
+    from worker.registry.client import RegistryError  # noqa: PLC0415
+
+    url = shown_url(settings.schema_registry_url)
+    try:
+        subjects = asyncio.run(_registry_subjects(settings, timeout))
+    except RegistryError as exc:
+        report.fail(
+            f"schema registry {url}: {exc} (check SCHEMA_REGISTRY_URL, and"
+            " SCHEMA_REGISTRY_USERNAME/PASSWORD if it needs credentials)"
+        )
+        return
+    report.ok(f"schema registry {url} answered: {len(subjects)} subject(s)")
+    for topic in settings.topics:
+        mine = sorted(s for s in subjects if s.startswith(f"{topic}-"))
+        if mine:
+            report.ok(f"schema registry subjects for topic {topic}: {', '.join(mine)}")
+        else:
+            report.ok(
+                f"schema registry has no {topic}-value subject (fine for CloudEvents JSON,"
+                " or producers using RecordNameStrategy)"
+            )
+
+
+async def _registry_subjects(settings: Settings, timeout: float) -> list[str]:
+    from worker.registry.client import RegistryClient  # noqa: PLC0415
+
+    client = RegistryClient(
+        settings.schema_registry_url,
+        auth=settings.schema_registry_auth,
+        verify=settings.schema_registry_tls_verify,
+        timeout=timeout,
+    )
+    try:
+        return await client.subjects()
+    finally:
+        await client.aclose()
 
 
 def _check_ometria(settings: Settings, timeout: float, report: _Report) -> None:

@@ -22,7 +22,7 @@ from typing import BinaryIO
 import orjson
 
 from worker.envelope import EnvelopeConfig
-from worker.outcome import Mapped
+from worker.outcome import Failure, Mapped
 from worker.pipeline import DEFAULT_MAX_BYTES, Pipeline
 from worker.schemas import SchemaError, schema_dirs_from_env
 
@@ -98,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
                 out.write(result.body)
             else:
                 failed += 1
+                # Without a registry client a framed record is a Failure, never NeedsSchema.
+                assert isinstance(result, Failure)
                 out.write(orjson.dumps({"error": result.as_json()}))
             out.write(b"\n")
             if interactive:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from worker.config import Settings
+    from worker.registry.client import RegistryClient
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -48,9 +49,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_format, settings.log_level)
     log = structlog.get_logger("worker")
+    registry = _registry_client(settings)
     try:
         pipeline = Pipeline.load(
-            settings.schema_dirs, envelope=envelope, max_bytes=settings.max_record_bytes
+            settings.schema_dirs,
+            envelope=envelope,
+            max_bytes=settings.max_record_bytes,
+            writers=registry.cached if registry is not None else None,
         )
     except SchemaError as exc:
         print(f"ometria-worker: broken schema: {exc.summary()}", file=sys.stderr)
@@ -59,14 +64,29 @@ def run(args: argparse.Namespace) -> int:
     for warning in settings.transport_warnings():
         log.warning("unsafe_transport", problem=warning)
     try:
-        return asyncio.run(_main(settings, pipeline))
+        return asyncio.run(_main(settings, pipeline, registry))
     except KafkaException as exc:  # the clients are made before anything is consumed
         sys.stdout.flush()
         print(f"ometria-worker: {refused_setting(exc)}", file=sys.stderr)
         return 2
 
 
-async def _main(settings: Settings, pipeline: object) -> int:
+def _registry_client(settings: Settings) -> RegistryClient | None:
+    """The Schema Registry client, when SCHEMA_REGISTRY_URL is set."""
+    if not settings.schema_registry_url:
+        return None
+    from worker.registry.client import RegistryClient  # noqa: PLC0415
+
+    return RegistryClient(
+        settings.schema_registry_url,
+        auth=settings.schema_registry_auth,
+        verify=settings.schema_registry_tls_verify,
+        cache_bytes=settings.schema_registry_cache_bytes,
+        timeout=settings.schema_registry_timeout,
+    )
+
+
+async def _main(settings: Settings, pipeline: object, registry: RegistryClient | None) -> int:
     import orjson  # noqa: PLC0415
     import structlog  # noqa: PLC0415
 
@@ -119,6 +139,7 @@ async def _main(settings: Settings, pipeline: object) -> int:
             verify=s.tls_verify,
             transport=s.http_transport,
         ),
+        schemas=registry,
     )
 
     def livez() -> tuple[int, str, bytes]:

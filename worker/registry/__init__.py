@@ -14,5 +14,5 @@ bool, None) that the schema mapping works on:
 
 The pure parts never raise for bad input: they return a
 :class:`~worker.outcome.Failure` (``undecodable``) instead, like the envelope decoders.
-How Avro types reach the mapping is in ``docs/schemas-registry-types.md``.
+How Avro types reach the mapping is in ``docs/schemas.md (Records framed for a Schema Registry)``.
 """

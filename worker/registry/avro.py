@@ -13,7 +13,8 @@ conversion of those (about twice as fast on ``bench/bench_mapping.py``'s records
 the result does not depend on which conversions a fastavro version performs. The
 original schema is parsed too, so that fastavro still checks its logical types.
 
-What each Avro type becomes is in ``docs/schemas-registry-types.md``; in short:
+What each Avro type becomes is in docs/schemas.md (Records framed for a Schema
+Registry); in short:
 
 - records, maps → dicts; arrays → lists; enums → their symbol; unions → the branch's
   value; null, boolean, int, long, string → themselves; float, double → float (NaN and
@@ -53,6 +54,7 @@ import fastavro
 import orjson
 from fastavro.types import NamedSchemas
 
+from worker.numbers import ExactNumber
 from worker.outcome import Failure
 
 Convert = Callable[[Any], Any]
@@ -80,39 +82,6 @@ class _Unrepresentable(Exception):
 
 class _NeedsNamedBranches(Exception):
     """A union that only ``return_named_type`` (every named branch named) can read."""
-
-
-class ExactNumber:
-    """A decimal whose exact digits neither an int nor a float can carry.
-
-    The mapping treats it as a number; orjson writes ``digits`` unchanged through
-    :func:`orjson_default` (as an ``orjson.Fragment``), so no digit is lost on the way.
-    Not a dataclass: orjson would write a dataclass as an object by itself.
-    """
-
-    __slots__ = ("digits",)
-
-    def __init__(self, digits: str) -> None:
-        self.digits = digits
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is ExactNumber and other.digits == self.digits
-
-    def __hash__(self) -> int:
-        return hash(self.digits)
-
-    def __repr__(self) -> str:
-        return f"ExactNumber({self.digits!r})"
-
-    def __float__(self) -> float:
-        return float(self.digits)
-
-
-def orjson_default(value: Any) -> Any:
-    """``orjson.dumps(..., default=orjson_default)``: writes an :class:`ExactNumber` exactly."""
-    if type(value) is ExactNumber:
-        return orjson.Fragment(value.digits)
-    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 # --- Leaf conversions: from what fastavro returns without logical types --------------------

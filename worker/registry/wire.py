@@ -20,7 +20,8 @@ message nested in the second top-level one). The list is written as zigzag varin
 encoding of ``sint32``): the count, then each index. The common case, ``[0]`` (the first
 top-level message), is abbreviated to the count 0 alone: a single byte ``0x00``.
 :func:`protobuf_message_indexes` reads that list; the worker does not decode Protobuf
-(see ``docs/schemas-registry-types.md``), but the framing is pinned here so that a
+(see docs/schemas.md, Records framed for a Schema Registry), but the framing is pinned
+here so that a
 Protobuf record is recognised and refused with a precise reason.
 
 Pure and allocation-light: the header is read with ``int.from_bytes`` on a slice of the

@@ -139,6 +139,8 @@ never to the ConfigMap.
 {{- with .Values.ometria.secret }}{{ $_ := set $data "OMETRIA_SECRET" . }}{{ end }}
 {{- with .Values.kafka.sasl.username }}{{ $_ := set $data "KAFKA_CONFIG_SASL_USERNAME" . }}{{ end }}
 {{- with .Values.kafka.sasl.password }}{{ $_ := set $data "KAFKA_CONFIG_SASL_PASSWORD" . }}{{ end }}
+{{- with .Values.schemaRegistry.username }}{{ $_ := set $data "SCHEMA_REGISTRY_USERNAME" . }}{{ end }}
+{{- with .Values.schemaRegistry.password }}{{ $_ := set $data "SCHEMA_REGISTRY_PASSWORD" . }}{{ end }}
 {{- range $name, $value := fromYaml (include "ometria-worker.kafkaConfig" (dict "root" . "secret" true)) }}
 {{- if ne (toString $value) "" }}{{ $_ := set $data $name $value }}{{ end }}
 {{- end }}
@@ -190,6 +192,19 @@ Cross-field rules. Each failure names the values to change; rendering stops at t
 {{- end }}
 {{- if and $v.existingSecret (or $v.ometria.key $v.ometria.secret $v.kafka.sasl.username $v.kafka.sasl.password) }}
 {{- fail "existingSecret is set: put OMETRIA_KEY/OMETRIA_SECRET and the SASL credentials in that Secret, not in ometria.key/secret or kafka.sasl" }}
+{{- end }}
+{{- $registry := $v.schemaRegistry }}
+{{- if ne (empty $registry.username) (empty $registry.password) }}
+{{- fail "schemaRegistry.username and schemaRegistry.password go together: set both or neither" }}
+{{- end }}
+{{- if and $registry.existingSecret (or $registry.username $registry.password) }}
+{{- fail "schemaRegistry.existingSecret is set: put the registry credentials in that Secret, not in schemaRegistry.username/password" }}
+{{- end }}
+{{- if and $v.existingSecret (or $registry.username $registry.password) }}
+{{- fail "existingSecret is set: put SCHEMA_REGISTRY_USERNAME/PASSWORD in that Secret (or use schemaRegistry.existingSecret), not in schemaRegistry.username/password" }}
+{{- end }}
+{{- if and (not $registry.url) (or $registry.username $registry.password $registry.existingSecret $registry.idPointer) }}
+{{- fail "schemaRegistry settings are set but schemaRegistry.url is empty" }}
 {{- end }}
 {{- if regexMatch "^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@" $v.ometria.baseUrl }}
 {{- fail "ometria.baseUrl must not hold credentials (user:password@host): put them in ometria.key and ometria.secret, or existingSecret" }}
