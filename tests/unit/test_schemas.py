@@ -148,7 +148,7 @@ def test_missing_builtin_dir_says_how_to_fix_it(
         monkeypatch.setenv("WORKER_BUILTIN_SCHEMAS", str(missing))
     else:
         monkeypatch.delenv("WORKER_BUILTIN_SCHEMAS", raising=False)
-        monkeypatch.setattr("worker.schemas.BUILTIN_DIR", missing)
+        monkeypatch.setattr("worker.schemas.loading.BUILTIN_DIR", missing)
     with pytest.raises(SchemaError) as raised:
         Registry.load()
     ((path, why),) = raised.value.problems
