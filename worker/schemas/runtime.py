@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import re2
 
-from worker.envelope import MISSING, show_value
+from worker.envelope import MISSING, json_type, show_value
 
 __all__ = [
     "GLOBALS",
@@ -114,23 +114,11 @@ def json_in(value: Any, values: Sequence[Any]) -> bool:
 
 
 def schema_type(value: Any) -> str:
-    """The JSON Schema type of ``value`` as a failure detail names it (``got integer 3``);
-    a value that is no JSON (from a YAML file, say) by its Python type name."""
-    if value is None:
-        return "null"
-    if type(value) is bool:
-        return "boolean"
-    if type(value) is int:
-        return "integer"
-    if type(value) is float:
-        return "number"
-    if type(value) is str:
-        return "string"
-    if type(value) is list:
-        return "array"
-    if type(value) is dict:
-        return "object"
-    return type(value).__name__
+    """JSON Schema's name for the type of ``value``, as a failure detail says it (``got
+    integer 3``): :func:`~worker.envelope.json_type`'s, but ``integer`` for an int, JSON
+    Schema's type of whole numbers (a float such as ``1.0`` stays ``number``, as the
+    generated ``type(x) is int`` test treats it)."""
+    return "integer" if type(value) is int else json_type(value)
 
 
 # --- failure details ----------------------------------------------------------------------
