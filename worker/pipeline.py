@@ -20,8 +20,9 @@ from pathlib import Path
 
 import orjson
 
-from worker.envelope import MISSING, Decoder, EnvelopeConfig, Headers
+from worker.envelope import MISSING, Decoder, EnvelopeConfig
 from worker.outcome import Failure, Mapped
+from worker.records import Headers
 from worker.schemas import Registry
 
 __all__ = ["DEFAULT_MAX_BYTES", "Pipeline"]
