@@ -1,11 +1,12 @@
 """Checking a parsed schema file: its top-level keys, and its JSON Schema against the subset.
 
-The subset (docs/schemas.md, "JSON Schema subset"): every node declares its ``type``;
-each type's keywords apply to nodes of that type, ``type``,
-``enum`` and ``const`` to any, annotations are ignored, anything else is refused by name.
-Each check raises a :class:`~worker.schemas.errors.Problem` saying where in the file
+The subset (docs/schemas.md, "`schema`: the JSON Schema subset"): every node declares
+its ``type``; each type's keywords apply to nodes of that type, ``type``, ``enum`` and
+``const`` to any, annotations are ignored, anything else is refused by name. Each check
+raises a :class:`~worker.schemas.errors.Problem` saying where in the file
 (``schema.properties.qty.minimum``) and what is wrong; the first problem found is the one
-reported, in the order of :func:`check_node`.
+reported, in the order of :func:`check_node`. The mapping (``ometria``) is checked
+against the schema by the compiler, which resolves its pointers.
 """
 
 from __future__ import annotations

@@ -77,6 +77,7 @@ _NUMBER_BOUNDS: Final = (
     ("exclusiveMinimum", "<=", ">"),
     ("exclusiveMaximum", ">=", "<"),
 )
+_LENGTH_BOUNDS: Final = (("minLength", "<", "at least"), ("maxLength", ">", "at most"))
 _ITEM_BOUNDS: Final = (("minItems", "<", "at least"), ("maxItems", ">", "at most"))
 
 
@@ -370,16 +371,10 @@ class _Compiler:
         if "minLength" in node and "maxLength" in node:
             length = self.fresh("n")
             self.emit(indent, f"{length} = len({var})")
-        if "minLength" in node:
-            n = node["minLength"]
-            self.fail(
-                indent, f"{length} < {n!r}", where, f"must be at least {n} character(s) long", var
-            )
-        if "maxLength" in node:
-            n = node["maxLength"]
-            self.fail(
-                indent, f"{length} > {n!r}", where, f"must be at most {n} character(s) long", var
-            )
+        for key, op, words in _LENGTH_BOUNDS:
+            if key in node:
+                message = f"must be {words} {node[key]} character(s) long"
+                self.fail(indent, f"{length} {op} {node[key]!r}", where, message, var)
         if "pattern" in node:
             match = self.constant(compile_pattern(node["pattern"]).Match, "_P")
             encoded = self.fresh("b")
@@ -399,9 +394,8 @@ class _Compiler:
         for key, op, words in _NUMBER_BOUNDS:
             if key in node:
                 bound = self.constant(node[key], "_N")
-                self.fail(
-                    indent, f"{var} {op} {bound}", where, f"must be {words} {node[key]!r}", var
-                )
+                message = f"must be {words} {node[key]!r}"
+                self.fail(indent, f"{var} {op} {bound}", where, message, var)
 
     def object(
         self, node: dict[str, Any], var: str, path: _SchemaPath, where: _Where, *, indent: int
