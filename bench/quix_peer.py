@@ -31,9 +31,9 @@ import httpx
 from quixstreams import Application
 from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
-from worker.envelope import Headers
 from worker.outcome import Mapped
 from worker.pipeline import Pipeline
+from worker.records import Headers
 
 JSON = {"content-type": "application/json"}
 

@@ -44,12 +44,9 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from worker.observe import KAFKA_LOGGER
 from worker.outcome import Failure
-from worker.records import DeadLetterUnavailable, Record
+from worker.records import DeadLetterUnavailable, Header, Record
 
 log = structlog.get_logger("worker.deadletter")
-
-Headers = list[tuple[str, bytes | None]]
-
 
 SourceRecord = Record
 """The original record a dead letter preserves (the project's :class:`Record`)."""
@@ -57,10 +54,10 @@ SourceRecord = Record
 
 def dead_letter_headers(
     source: SourceRecord, failure: Failure, attempts: int, *, now: float | None = None
-) -> Headers:
+) -> list[Header]:
     """The ``dlq.*`` headers for ``failure`` (appended after the original headers)."""
     when = datetime.fromtimestamp(time.time() if now is None else now, tz=UTC)
-    headers: Headers = [
+    headers: list[Header] = [
         ("dlq.reason", failure.reason.encode()),
         ("dlq.detail", failure.detail.encode("utf-8", "replace")[:4096]),
         ("dlq.stage", failure.stage.encode()),
@@ -80,11 +77,11 @@ def dead_letter_headers(
 
 
 def truncated(
-    source: SourceRecord, extra: Headers, limit: int, *, drop_headers: bool
-) -> tuple[bytes | None, Headers]:
+    source: SourceRecord, extra: list[Header], limit: int, *, drop_headers: bool
+) -> tuple[bytes | None, list[Header]]:
     """The value cut to ``limit`` bytes and the headers that say so."""
     value = source.value or b""
-    marks: Headers = [
+    marks: list[Header] = [
         ("dlq.value.truncated", b"true"),
         ("dlq.value.size", str(len(value)).encode()),
         ("dlq.value.sha256", hashlib.sha256(value).hexdigest().encode()),
@@ -130,7 +127,7 @@ class DeadLetterWriter:
         :class:`DeadLetterUnavailable` when it cannot be written within ``give_up_after``."""
         extra = dead_letter_headers(source, failure, attempts)
         value: bytes | None = source.value
-        headers: Headers = list(source.headers) + extra
+        headers: list[Header] = list(source.headers) + extra
         stage = 0  # 0 verbatim, 1 value cut, 2 value cut and original headers dropped
         started = time.monotonic()
         delay = 0.1
@@ -181,7 +178,7 @@ class DeadLetterWriter:
             delay = min(delay * 2, 5.0)
 
     async def _produce_once(
-        self, key: bytes | None, value: bytes | None, headers: Headers
+        self, key: bytes | None, value: bytes | None, headers: list[Header]
     ) -> KafkaError | None:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[KafkaError | None] = loop.create_future()

@@ -26,13 +26,15 @@ import binascii
 import dataclasses
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Final, Literal, Protocol
 
 import orjson
 
+from worker.numbers import ExactNumber
 from worker.outcome import Failure, NeedsSchema
+from worker.records import Headers
 from worker.registry.wire import MAGIC, parse_header
 
 __all__ = [
@@ -41,13 +43,12 @@ __all__ = [
     "Decoder",
     "EnvelopeConfig",
     "Event",
-    "Headers",
+    "json_type",
     "model_of",
     "parse_json_pointer",
     "resolve_pointer",
 ]
 
-Headers = Sequence[tuple[str, bytes | None]]
 EnvelopeMode = Literal["cloudevents", "selector"]
 
 
@@ -331,7 +332,7 @@ class Decoder:
         except orjson.JSONDecodeError as exc:
             return _undecodable(_json_problem(exc))
         if type(event) is not dict:
-            return _undecodable(f"value is JSON {_json_type(event)}, not a CloudEvent object")
+            return _undecodable(f"value is JSON {json_type(event)}, not a CloudEvent object")
         spec = event.get("specversion", MISSING)
         if spec != "1.0" or type(spec) is not str:
             if spec is MISSING:
@@ -438,7 +439,7 @@ class Decoder:
         except orjson.JSONDecodeError as exc:
             return _undecodable(_json_problem(exc))
         if type(data) is not dict:
-            return _undecodable(f"value is JSON {_json_type(data)}, not a data object")
+            return _undecodable(f"value is JSON {json_type(data)}, not a data object")
         return Event(type_, model, event_id, data)
 
     def _framed_value(self, value: bytes) -> tuple[int, str | None, Any] | Failure | NeedsSchema:
@@ -516,7 +517,7 @@ class Decoder:
         """Type, version, id and data of a selector-mode document."""
         cfg = self.config
         if type(document) is not dict:
-            return _undecodable(f"value is JSON {_json_type(document)}, not an object")
+            return _undecodable(f"value is JSON {json_type(document)}, not an object")
         by_name: dict[str, bytes] = {}
         for name, raw in headers or ():
             if raw is not None:
@@ -615,16 +616,27 @@ def _data_from_base64(encoded: Any) -> Any:
         return _undecodable(f"data_base64 is not base64-encoded JSON: {exc}")
 
 
-def _json_type(value: Any) -> str:
-    if type(value) is list:
+def json_type(value: Any) -> str:
+    """JSON's name (RFC 8259) for the type of a parsed value: ``object``, ``array``,
+    ``string``, ``number``, ``boolean`` or ``null``; any other value's Python type name.
+
+    JSON has one number type; the schema code's failure details say ``integer`` for an int
+    (:func:`worker.schemas.runtime.schema_type`, JSON Schema's names).
+    """
+    kind = type(value)
+    if kind is dict:
+        return "object"
+    if kind is list:
         return "array"
-    if type(value) is str:
+    if kind is str:
         return "string"
+    if kind is int or kind is float or kind is ExactNumber:
+        return "number"
+    if kind is bool:
+        return "boolean"
     if value is None:
         return "null"
-    if type(value) is bool:
-        return "boolean"
-    return "number"
+    return kind.__name__
 
 
 def _json_problem(exc: orjson.JSONDecodeError) -> str:

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import orjson
 
-from worker.envelope import MISSING, Decoder, EnvelopeConfig, Event, Headers, WriterLookup
+from worker.envelope import MISSING, Decoder, EnvelopeConfig, Event, WriterLookup
 from worker.numbers import orjson_default
 from worker.outcome import Failure, Mapped, NeedsSchema
+from worker.records import Headers
 from worker.schemas import Registry
 
 __all__ = ["DEFAULT_MAX_BYTES", "Pipeline"]

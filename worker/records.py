@@ -29,8 +29,13 @@ if TYPE_CHECKING:
 TP = tuple[str, int]
 """(topic, partition)."""
 
-Headers = Sequence[tuple[str, bytes | None]]
-"""Kafka record headers as the worker sees them: names with raw byte values."""
+Header = tuple[str, bytes | None]
+"""One Kafka record header: its name and raw byte value (``None``: a null value)."""
+
+Headers = Sequence[Header]
+"""Kafka record headers as the worker sees them: names with raw byte values. Code that
+builds headers to produce them (:mod:`worker.deadletter`, :mod:`worker.replay`) holds a
+``list[Header]``."""
 
 
 @dataclass(slots=True, eq=False)

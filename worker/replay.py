@@ -29,8 +29,7 @@ from typing import Any, Final, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from worker.config import Settings
-
-Headers = list[tuple[str, bytes | None]]
+from worker.records import Header
 
 #: Every header the dead-letter writer adds starts with this; replay removes them all.
 DLQ_HEADER_PREFIX: Final = "dlq."
@@ -62,9 +61,9 @@ def parse_time(text: str) -> datetime:
     return when.astimezone(UTC)
 
 
-def original_headers(headers: Sequence[tuple[str, bytes | str | None]] | None) -> Headers:
+def original_headers(headers: Sequence[tuple[str, bytes | str | None]] | None) -> list[Header]:
     """``headers`` without the ``dlq.*`` ones: what the original record carried."""
-    kept: Headers = []
+    kept: list[Header] = []
     for name, value in headers or ():
         if name.startswith(DLQ_HEADER_PREFIX):
             continue
@@ -80,7 +79,7 @@ class DeadLetter:
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: Headers  # the original headers (dlq.* removed)
+    headers: list[Header]  # the original headers (dlq.* removed)
     reason: str | None  # None: the record carries no dlq.reason (not a dead letter)
     detail: str = ""
     source_topic: str | None = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 
@@ -99,8 +99,3 @@ def backoff(attempt: int, *, base: float, cap: float, rng: random.Random) -> flo
     exponent = min(max(attempt - 1, 0), 62)  # bound the power so huge streaks never overflow
     ceiling = min(cap, base * (2.0**exponent))
     return rng.uniform(0.0, ceiling)
-
-
-def http_date(ts: float) -> str:
-    """An IMF-fixdate (the Retry-After date form) for ``ts``; used by tests and the stand-in."""
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")

@@ -80,11 +80,6 @@ class StubHandle:
         """The base URL, e.g. ``http://127.0.0.1:41234``."""
         return self.server.url
 
-    @property
-    def track_url(self) -> str:
-        """``url`` + ``/api/track``."""
-        return self.server.url + "/api/track"
-
     def records(self) -> list[Record]:
         """Accepted track bodies as :class:`Record` (raw bytes and times), in order."""
         return self._call(self.server.records)

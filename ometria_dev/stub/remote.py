@@ -37,11 +37,6 @@ class RemoteStub:
         self._port = parts.port or 80
         self._timeout = timeout
 
-    @property
-    def track_url(self) -> str:
-        """``url`` + ``/api/track``."""
-        return self.url + "/api/track"
-
     def _admin(self, method: str, name: str, payload: object = None) -> object:
         conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
         try:

@@ -7,6 +7,7 @@ import asyncio
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from email.utils import formatdate
 
 import pytest
 
@@ -16,7 +17,6 @@ from worker.metrics import Metrics
 from worker.ometria import Answer, OmetriaClient
 from worker.outcome import Failure, Mapped
 from worker.pacing import Gate, Limiter
-from worker.retry import http_date
 
 MAPPED = Mapped(body=b"{}", schema="commerce.page.viewed/1", event_id="e1")
 #: The wall-clock time the tests pretend it is (for Retry-After as an HTTP date).
@@ -173,7 +173,7 @@ def test_429_without_retry_after_backs_off() -> None:
 
 
 def test_retry_after_as_an_http_date_is_measured_on_the_wall_clock() -> None:
-    d = deliver([Answer(503, retry_after=http_date(WALL + 7)), Answer(200)])
+    d = deliver([Answer(503, retry_after=formatdate(WALL + 7, usegmt=True)), Answer(200)])
     assert d.failure is None
     assert d.client.gaps() == [pytest.approx(7.0)]
 

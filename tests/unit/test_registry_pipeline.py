@@ -179,7 +179,6 @@ def test_failures_name_their_reason_and_the_schema_id(
     assert result.schema_id == schema_id
 
 
-@pytest.mark.xfail(strict=True, reason="number checks do not take ExactNumber yet (TODO: lead)")
 def test_an_exact_decimal_is_forwarded_with_every_digit() -> None:
     schema = {
         **BASKET_V1,
@@ -196,10 +195,14 @@ def test_an_exact_decimal_is_forwarded_with_every_digit() -> None:
         [SCHEMAS], envelope=EnvelopeConfig(registry_id_pointer="/event_id"), writers=writers.get
     )
     # unit_price is validated (number, minimum 0) but not forwarded by this schema file:
-    # what matters is that an exact decimal passes as a number.
+    # an exact decimal passes as a number, and its bound is checked exactly.
     price = Decimal("12345678901234567.1234567891")
     result = pipe.process(framed(7, schema, {**RECORD, "unit_price": price}), [])
     assert payload(result) == EXPECTED
+    negative = pipe.process(framed(7, schema, {**RECORD, "unit_price": -price}), [])
+    assert isinstance(negative, Failure)
+    assert negative.reason == "invalid"
+    assert "unit_price: must be >= 0" in negative.detail
 
 
 class FlakyRegistry:
@@ -265,3 +268,53 @@ def test_records_wait_for_a_registry_that_is_down_and_nothing_is_dead_lettered()
         )
 
     run(scenario())
+
+
+def test_an_exact_decimal_reaches_ometria_with_every_digit() -> None:
+    """A record named ``commerce.order.placed`` maps by the built-in schema; its decimal
+    total, beyond a double's precision, is written into the body digit for digit."""
+    decimal = {"type": "bytes", "logicalType": "decimal", "precision": 38, "scale": 10}
+    line = {
+        "type": "record",
+        "name": "Line",
+        "fields": [
+            {"name": "product_id", "type": "string"},
+            {"name": "quantity", "type": "int"},
+            {"name": "unit_price", "type": decimal},
+        ],
+    }
+    order = {
+        "type": "record",
+        "name": "placed",
+        "namespace": "commerce.order",
+        "fields": [
+            {"name": "event_id", "type": "string"},
+            {"name": "user", "type": {"type": "record", "name": "User", "fields": [
+                {"name": "uid", "type": "string"}, {"name": "sid", "type": "string"}]}},
+            {"name": "order", "type": {"type": "record", "name": "Order", "fields": [
+                {"name": "id", "type": "string"},
+                {"name": "total", "type": decimal},
+                {"name": "currency", "type": "string"},
+                {"name": "lines", "type": {"type": "array", "items": line}},
+            ]}},
+        ],
+    }  # fmt: skip
+    total = Decimal("12345678901234567.1234567891")
+    record = {
+        "event_id": "o-1",
+        "user": {"uid": "u", "sid": "s"},
+        "order": {
+            "id": "100",
+            "total": total,
+            "currency": "GBP",
+            "lines": [{"product_id": "P", "quantity": 1, "unit_price": total}],
+        },
+    }
+    writers: dict[int, WriterSchema] = {8: AvroSchema(orjson.dumps(order).decode())}
+    pipe = Pipeline.load(
+        [], envelope=EnvelopeConfig(registry_id_pointer="/event_id"), writers=writers.get
+    )
+    result = pipe.process(framed(8, order, record), [])
+    assert isinstance(result, Mapped), result
+    assert b'"order_total":12345678901234567.1234567891' in result.body
+    assert b'"unit_price":12345678901234567.1234567891' in result.body

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from worker.envelope import json_type
 from worker.schemas import (
     BUILTIN_DIR,
     CHECKOUT_DIR,
@@ -26,6 +27,7 @@ from worker.schemas import (
     schema_dirs_from_env,
     schema_files,
 )
+from worker.schemas.runtime import schema_type
 
 USER = {"uid": "u-1", "sid": "s-1"}
 
@@ -148,7 +150,7 @@ def test_missing_builtin_dir_says_how_to_fix_it(
         monkeypatch.setenv("WORKER_BUILTIN_SCHEMAS", str(missing))
     else:
         monkeypatch.delenv("WORKER_BUILTIN_SCHEMAS", raising=False)
-        monkeypatch.setattr("worker.schemas.BUILTIN_DIR", missing)
+        monkeypatch.setattr("worker.schemas.loading.BUILTIN_DIR", missing)
     with pytest.raises(SchemaError) as raised:
         Registry.load()
     ((path, why),) = raised.value.problems
@@ -651,3 +653,23 @@ def test_generated_code_is_kept_for_debugging(tmp_path: Path) -> None:
     schema = compiled(tmp_path, VALID)
     assert schema.code.startswith("def _map(d, rid):")
     assert "'product_id'" in schema.code
+
+
+@pytest.mark.parametrize(
+    ("value", "in_json", "in_json_schema"),
+    [
+        (None, "null", "null"),
+        (True, "boolean", "boolean"),
+        (3, "number", "integer"),  # JSON has one number type; JSON Schema tells integers apart
+        (3.0, "number", "number"),  # the generated code tests `type(x) is int`
+        ("3", "string", "string"),
+        ([3], "array", "array"),
+        ({"n": 3}, "object", "object"),
+        (b"3", "bytes", "bytes"),  # no JSON value (YAML can hold one): its Python type
+    ],
+)
+def test_type_names_in_details_differ_only_for_integers(
+    value: object, in_json: str, in_json_schema: str
+) -> None:
+    assert json_type(value) == in_json  # the envelope's details: "value is JSON number, …"
+    assert schema_type(value) == in_json_schema  # the schemas' details: "got integer 3"
