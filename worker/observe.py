@@ -13,6 +13,10 @@ line, structlog's and the standard library's alike, goes through one
 :class:`LineWriter`: the whole line and its newline in one ``write`` under one lock, so
 two lines never share a line of output (``print`` writes the text and the newline in two
 calls, and structlog's lock is not the logging handler's).
+
+librdkafka's lines are coalesced (:mod:`worker.repeats`): per client, facility and
+level, the first line of an episode is logged; the rest are counted until the worker's
+next summary sweeps them (:data:`KAFKA_REPEATS`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
+from worker.repeats import Repeats
 from worker.settings_rules import is_secret_name
 
 
@@ -132,3 +137,29 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
 
 #: The logger librdkafka's own lines go to (passed as the clients' ``logger`` setting).
 KAFKA_LOGGER = logging.getLogger("librdkafka")
+
+#: librdkafka's lines held back and counted; the worker sweeps it with each summary.
+KAFKA_REPEATS = Repeats()
+
+
+class _KafkaRepeats(logging.Filter):
+    """Lets through the first of librdkafka's lines of a kind (client, facility, level)
+    and counts the rest in :data:`KAFKA_REPEATS`; critical lines always pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        # confluent-kafka logs ("%s [%s] %s", facility, client name, message).
+        if record.levelno >= logging.CRITICAL or not (isinstance(args, tuple) and len(args) == 3):
+            return True
+        facility, client, _ = args
+        kind = {
+            "of": "librdkafka",
+            "facility": str(facility),
+            "client": str(client),
+            "severity": record.levelname.lower(),
+        }
+        fields = {"event": record.getMessage(), "logger": KAFKA_LOGGER.name}
+        return KAFKA_REPEATS.admit(kind, record.levelno, fields)
+
+
+KAFKA_LOGGER.addFilter(_KafkaRepeats())
