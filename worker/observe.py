@@ -125,6 +125,8 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # A library's traceback (aiohttp's, asyncio's) as text, not a tuple's repr.
+                structlog.processors.format_exc_info,
                 _mask_secrets,
                 renderer,
             ],

@@ -154,3 +154,17 @@ def test_a_line_and_its_newline_are_one_write() -> None:
         logging.getLogger("library").warning("two")
     assert [orjson.loads(w)["event"] for w in stream.writes] == ["one", "two"]
     assert all(w.endswith("\n") and w.count("\n") == 1 for w in stream.writes)
+
+
+def test_a_library_traceback_is_rendered_as_text() -> None:
+    stream = io.StringIO()
+    with configured(stream):
+        try:
+            _ = 1 / 0
+        except ZeroDivisionError:
+            logging.getLogger("aiohttp.server").exception("Error handling request")
+    event = orjson.loads(stream.getvalue())
+    assert event["event"] == "Error handling request"
+    assert "exc_info" not in event
+    assert event["exception"].startswith("Traceback (most recent call last):")
+    assert "ZeroDivisionError: division by zero" in event["exception"]
