@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import signal
 import time
@@ -62,6 +63,7 @@ from worker.flow import Committer, FlowLimits, Positions
 from worker.intake import Assignment, Intake, Listener
 from worker.lanes import Partition, Scheduler
 from worker.metrics import Metrics
+from worker.observe import KAFKA_REPEATS
 from worker.offsets import decode_done
 from worker.outcome import Failure, Mapped, NeedsSchema
 from worker.pacing import Gate, Limiter, RateLimiter, Recovery
@@ -76,6 +78,7 @@ from worker.records import (
     Sender,
 )
 from worker.registry.client import PermanentSchemaError, TransientRegistryError, UnknownSchemaId
+from worker.repeats import Repeats, log_reports
 from worker.retry import backoff
 
 log = structlog.get_logger("worker.app")
@@ -154,6 +157,9 @@ class Worker:
         self._rebalances = 0
         self._stalled: dict[TP, float] = {}  # stalled partitions, since when
         self._last_summary: tuple[float, int, int] = (0.0, 0, 0)
+        # Kafka errors and refused commits come in floods while a broker is away: the
+        # first of a kind is logged, the rest counted and summed up with each summary.
+        self._repeats = Repeats(clock=self._now)
         self.metrics.collectors.append(self._collect)
 
     @property
@@ -278,6 +284,7 @@ class Worker:
         await self._sender.aclose()
         if self._schemas is not None:
             await self._schemas.aclose()
+        self._sweep_repeats()  # nothing held back goes unsaid
         self._set_state("stopped")
         log.info(
             "worker_stopped",
@@ -378,8 +385,13 @@ class Worker:
         for result in results:
             if result.error is not None:
                 metrics.commit_failures += 1
-                log.warning(
-                    "commit_failed", topic=result.tp[0], partition=result.tp[1], error=result.error
+                self._log_repeating(
+                    {"of": "commit_failed", "error": result.error},
+                    logging.WARNING,
+                    "commit_failed",
+                    topic=result.tp[0],
+                    partition=result.tp[1],
+                    error=result.error,
                 )
                 continue
             metrics.commits += 1
@@ -406,7 +418,20 @@ class Worker:
             log.error("kafka_fatal_error", code=code, reason=reason)
             self.stop(f"kafka fatal error {code}", fatal=True)
         else:
-            log.warning("kafka_error", code=code, reason=reason)
+            self._log_repeating(
+                {"of": "kafka_error", "code": code},
+                logging.WARNING,
+                "kafka_error",
+                code=code,
+                reason=reason,
+            )
+
+    def _log_repeating(
+        self, kind: dict[str, str | int], level: int, event: str, **fields: Any
+    ) -> None:
+        """Log the first line of ``kind`` now; count the rest for the next summary."""
+        if self._repeats.admit(kind, level, {"event": event, **fields}):
+            log.log(level, event, **fields)
 
     # -- one record -----------------------------------------------------------------
 
@@ -573,12 +598,21 @@ class Worker:
             state=self.state,
         )
         self._last_summary = (now, m.delivered, m.consumed)
+        self._sweep_repeats()
+
+    def _sweep_repeats(self) -> None:
+        # The Kafka lines held back since the last summary: what repeated, what ended.
+        log_reports(log, self._repeats.sweep())
+        log_reports(log, KAFKA_REPEATS.sweep())
 
     def _collect(self) -> None:
         m = self.metrics
         m.in_flight, m.in_flight_bytes = self.in_flight()
         m.assigned_partitions = len(self.partitions)
         m.paused_partitions = sum(1 for p in self.partitions.values() if p.flow.paused)
+
+    def _now(self) -> float:
+        return self._clock()  # the loop's clock once running
 
     def _set_state(self, state: str) -> None:
         if state != self.state:

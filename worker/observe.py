@@ -1,4 +1,4 @@
-"""Logs and the health/metrics endpoints.
+"""Logs: one JSON object per line on stdout, whatever thread writes it.
 
 Logs are structlog events rendered as JSON lines (orjson) on stdout, or as readable
 console lines when stdout is a terminal (``WORKER_LOG_FORMAT=auto``). Secrets never
@@ -7,22 +7,30 @@ last processor masks any value whose key names a secret, by the rule the setting
 (:func:`worker.settings_rules.is_secret_name`: ``client_secret``, ``sasl_password``,
 ``access_token``, ``api_key``…), in nested dicts too.
 
-The health server is a tiny asyncio HTTP/1.1 responder for ``/livez``, ``/readyz`` and
-``/metrics``: scrapes and probes are a few a second, so no framework is needed.
+Several threads log: the event loop, the intake thread, the dead-letter producer's poll
+thread (librdkafka's lines arrive on the last two, through :data:`KAFKA_LOGGER`). Every
+line, structlog's and the standard library's alike, goes through one
+:class:`LineWriter`: the whole line and its newline in one ``write`` under one lock, so
+two lines never share a line of output (``print`` writes the text and the newline in two
+calls, and structlog's lock is not the logging handler's).
+
+librdkafka's lines are coalesced (:mod:`worker.repeats`): per client, facility and
+level, the first line of an episode is logged; the rest are counted until the worker's
+next summary sweeps them (:data:`KAFKA_REPEATS`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import sys
+import threading
 from collections.abc import Callable, MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 import structlog
 
+from worker.repeats import Repeats
 from worker.settings_rules import is_secret_name
 
 
@@ -52,11 +60,48 @@ def _orjson_dumps(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
 
 
-def configure_logging(fmt: str = "auto", level: str = "info") -> None:
-    """Set up structlog (and the stdlib root logger, for libraries) once per process."""
-    use_console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
+class LineWriter:
+    """Writes whole lines to one stream: each line and its newline in one ``write``,
+    flushed, under one lock, whichever thread calls. It is also the structlog logger
+    (the methods structlog calls by level name)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        """Write ``message`` as one line."""
+        line = message + "\n"
+        with self._lock:
+            self._stream.write(line)
+            self._stream.flush()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+class _LineHandler(logging.Handler):
+    """The standard library's way in to a :class:`LineWriter`."""
+
+    def __init__(self, writer: LineWriter) -> None:
+        super().__init__()
+        self._writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._writer.msg(self.format(record))
+        except Exception:  # noqa: BLE001 - logging's own convention: report, never raise
+            self.handleError(record)
+
+
+def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    """Set up structlog (and the stdlib root logger, for libraries) once per process, both
+    writing through one :class:`LineWriter` to ``stream`` (default: stdout)."""
+    out = stream if stream is not None else sys.stdout
+    writer = LineWriter(out)
+    use_console = fmt == "console" or (fmt == "auto" and out.isatty())
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
         if use_console
         else structlog.processors.JSONRenderer(serializer=_orjson_dumps)
     )
@@ -69,17 +114,19 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, _mask_secrets, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=lambda *_args: writer,
         cache_logger_on_first_use=True,
     )
-    # Standard-library loggers (librdkafka's, through KAFKA_LOGGER; asyncio's) render the
-    # same way, on the same stream, so an operator reads one format.
-    handler = logging.StreamHandler(sys.stdout)
+    # Standard-library loggers (librdkafka's, through KAFKA_LOGGER; asyncio's; aiohttp's)
+    # render the same way, through the same writer, so an operator reads one format.
+    handler = _LineHandler(writer)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # A library's traceback (aiohttp's, asyncio's) as text, not a tuple's repr.
+                structlog.processors.format_exc_info,
                 _mask_secrets,
                 renderer,
             ],
@@ -93,64 +140,28 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
 #: The logger librdkafka's own lines go to (passed as the clients' ``logger`` setting).
 KAFKA_LOGGER = logging.getLogger("librdkafka")
 
+#: librdkafka's lines held back and counted; the worker sweeps it with each summary.
+KAFKA_REPEATS = Repeats()
 
-Handler = Callable[[], tuple[int, str, bytes]]
+
+class _KafkaRepeats(logging.Filter):
+    """Lets through the first of librdkafka's lines of a kind (client, facility, level)
+    and counts the rest in :data:`KAFKA_REPEATS`; critical lines always pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        # confluent-kafka logs ("%s [%s] %s", facility, client name, message).
+        if record.levelno >= logging.CRITICAL or not (isinstance(args, tuple) and len(args) == 3):
+            return True
+        facility, client, _ = args
+        kind = {
+            "of": "librdkafka",
+            "facility": str(facility),
+            "client": str(client),
+            "severity": record.levelname.lower(),
+        }
+        fields = {"event": record.getMessage(), "logger": KAFKA_LOGGER.name}
+        return KAFKA_REPEATS.admit(kind, record.levelno, fields)
 
 
-class HealthServer:
-    """Serves GET routes (path → handler returning status, content type, body)."""
-
-    def __init__(self, host: str, port: int, routes: dict[str, Handler]) -> None:
-        self._host = host
-        self._port = port
-        self._routes = routes
-        self._server: asyncio.Server | None = None
-
-    @property
-    def port(self) -> int:
-        """The bound port (useful with port 0)."""
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def start(self) -> None:
-        """Bind and serve in the background."""
-        self._server = await asyncio.start_server(self._serve, self._host, self._port)
-
-    async def stop(self) -> None:
-        """Stop serving."""
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30.0)
-                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-                    return
-                request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-                parts = request_line.split(" ")
-                method, target = (parts[0], parts[1]) if len(parts) >= 2 else ("", "")
-                path = target.split("?", 1)[0]
-                handler = self._routes.get(path)
-                if method not in ("GET", "HEAD"):
-                    status, ctype, body = 405, "text/plain", b"method not allowed\n"
-                elif handler is None:
-                    status, ctype, body = 404, "text/plain", b"not found\n"
-                else:
-                    status, ctype, body = handler()
-                reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}.get(
-                    status, "Service Unavailable"
-                )
-                writer.write(
-                    f"HTTP/1.1 {status} {reason}\r\ncontent-type: {ctype}\r\n"
-                    f"content-length: {len(body)}\r\n\r\n".encode()
-                    + (b"" if method == "HEAD" else body)
-                )
-                await writer.drain()
-        except ConnectionError:
-            return
-        finally:
-            writer.close()
+KAFKA_LOGGER.addFilter(_KafkaRepeats())

@@ -25,12 +25,14 @@ pytestmark = pytest.mark.integration
 
 
 def samples(text: str) -> dict[str, float]:
-    """Prometheus text → {"name{labels}": value}."""
+    """Prometheus text → {"name{labels}": value}, labels sorted by name."""
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
+            head, value = line.rsplit(" ", 1)
+            name, _, labels = head.partition("{")
+            pairs = sorted(re.findall(r'[a-z_]+="[^"]*"', labels))
+            out[name + ("{" + ",".join(pairs) + "}" if pairs else "")] = float(value)
     return out
 
 
@@ -68,7 +70,7 @@ def test_metrics_and_health_agree_with_the_run(
         # Lag comes from librdkafka's statistics, every 5 s; commits every 0.2 s.
         wait_until(
             lambda: all(
-                scrape().get(f'ometria_worker_consumer_lag{{topic="{topic}",partition="{p}"}}') == 0
+                scrape().get(f'ometria_worker_consumer_lag{{partition="{p}",topic="{topic}"}}') == 0
                 for p in (0, 1)
             ),
             20,
@@ -97,7 +99,7 @@ def test_metrics_and_health_agree_with_the_run(
     assert m["ometria_worker_auth_failing"] == 0
     assert m["ometria_worker_commit_failures_total"] == 0
     for partition, offset in committed.items():
-        key = f'ometria_worker_committed_offset{{topic="{topic}",partition="{partition}"}}'
+        key = f'ometria_worker_committed_offset{{partition="{partition}",topic="{topic}"}}'
         assert m[key] == offset
     assert live_status == 200
     assert orjson.loads(live)["live"] is True

@@ -94,9 +94,9 @@ async def _main(settings: Settings, pipeline: object, registry: RegistryClient |
     from worker.consumer import ConfluentSource  # noqa: PLC0415
     from worker.deadletter import DeadLetterWriter  # noqa: PLC0415
     from worker.flow import FlowLimits  # noqa: PLC0415
+    from worker.health import HealthServer  # noqa: PLC0415
     from worker.intake import IntakeThread, Listener  # noqa: PLC0415
-    from worker.metrics import Metrics  # noqa: PLC0415
-    from worker.observe import HealthServer  # noqa: PLC0415
+    from worker.metrics import CONTENT_TYPE, Metrics  # noqa: PLC0415
     from worker.ometria import OmetriaClient  # noqa: PLC0415
     from worker.pipeline import Pipeline  # noqa: PLC0415
 
@@ -155,7 +155,7 @@ async def _main(settings: Settings, pipeline: object, registry: RegistryClient |
         return (200 if health["ready"] else 503, "application/json", orjson.dumps(health))
 
     def scrape() -> tuple[int, str, bytes]:
-        return (200, "text/plain; version=0.0.4", metrics.render().encode())
+        return (200, CONTENT_TYPE, metrics.render().encode())
 
     server = HealthServer(
         settings.http_host,
