@@ -891,14 +891,26 @@ def _services(
     return bootstrap, (options.schema_registry_url or addresses[REGISTRY.noun]).rstrip("/")
 
 
-def _register(
-    url: str, subject: str, options: DemoOptions, stack: ExitStack, say: Callable[[str], None]
-) -> tuple[int, int]:
-    """Register v1 and v2 of the Avro schema under ``subject``; their ids."""
+def _registry(url: str, stack: ExitStack) -> DemoRegistry:
+    """A client of the registry at ``url``, once it answers."""
     registry = DemoRegistry(url)
     stack.callback(registry.close)
     try:
         registry.check()
+    except RegistryError as exc:
+        raise DemoError(str(exc)) from exc
+    return registry
+
+
+def _register(
+    registry: DemoRegistry,
+    subject: str,
+    options: DemoOptions,
+    stack: ExitStack,
+    say: Callable[[str], None],
+) -> tuple[int, int]:
+    """Register v1 and v2 of the Avro schema under ``subject``; their ids."""
+    try:
         # On the subject only: a registry the demo was given keeps its own global level.
         registry.set_compatibility(subject, COMPATIBILITY)
         if not options.keep:
@@ -929,13 +941,14 @@ def _run(
     say: Callable[[str], None],
 ) -> DemoResult:
     bootstrap, registry_url = _services(options, stack, say, logs)
+    registry = None if registry_url is None else _registry(registry_url, stack)
     kafka = _Kafka(bootstrap)
     stack.callback(kafka.close)
     topic = f"demo.commerce-events.{run_id}"
     dlq = f"{topic}.dlq"
     group = f"demo-worker-{run_id}"
     partitions = {topic: options.partitions}
-    avro_topic = f"demo.shop-avro.{run_id}" if registry_url is not None else None
+    avro_topic = f"demo.shop-avro.{run_id}" if registry is not None else None
     if avro_topic is not None:
         partitions[avro_topic] = _AVRO_PARTITIONS
     kafka.create_topics({**partitions, dlq: 1})
@@ -945,12 +958,12 @@ def _run(
 
     avro: list[SampleRecord] = []
     worker_settings: dict[str, str] = {}
-    if registry_url is not None and avro_topic is not None:
+    if registry is not None and avro_topic is not None:
         say(f"{'':13}{avro_topic} ({_AVRO_PARTITIONS} partitions): Avro, same .dlq")
-        v1, v2 = _register(registry_url, f"{avro_topic}-value", options, stack, say)
+        v1, v2 = _register(registry, f"{avro_topic}-value", options, stack, say)
         avro = avro_samples(options.avro_events, options.seed, v1, v2)
         worker_settings = {
-            "SCHEMA_REGISTRY_URL": registry_url,
+            "SCHEMA_REGISTRY_URL": registry.url,
             "WORKER_SCHEMA_DIRS": str(SCHEMA_DIR),
             "WORKER_ENVELOPE_REGISTRY_ID_POINTER": "/event_id",
         }

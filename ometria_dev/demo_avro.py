@@ -191,7 +191,7 @@ def avro_samples(
             v1_id,
             1,
             expect="invalid",
-            case="quantity: 0 (fine for Avro, not for the schema file)",
+            case="quantity: 0 (valid Avro; file wants >= 1)",
         ),
         _sample(
             unknown,

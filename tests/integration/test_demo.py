@@ -307,6 +307,8 @@ def test_render_fits_80_columns_and_says_ok() -> None:
     v1 = sum(1 for s in AVRO if s.good and s.schema_version == 1)
     assert re.search(rf"^  {RECORD_TYPE}  v1 \(schema id {V1_ID}\) +{v1}$", text, re.M)
     assert re.search(r"^  all good Avro records +60  of 60$", text, re.M)
+    # Each Avro dead-letter row names its one case in full.
+    assert all(f"   {s.case}\n" in text for s in AVRO if not s.good)
 
 
 def test_render_without_avro_records_has_no_avro_section() -> None:
@@ -360,6 +362,17 @@ def test_without_scripts_schema_registry_local_it_says_so_and_exits_2(
     assert "scripts/schema-registry-local not found" in err
     assert "--schema-registry-url" in err
     assert "--no-registry" in err
+
+
+def test_a_given_registry_that_does_not_answer_stops_the_demo_with_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    # Checked before the broker is used: this broker is never reached.
+    options = DemoOptions(bootstrap_servers="127.0.0.1:1", schema_registry_url="http://127.0.0.1:1")
+    assert demo.run_demo(options) == 2
+    err = capsys.readouterr().err
+    assert "the Schema Registry at http://127.0.0.1:1 does not answer" in err
 
 
 def test_no_registry_and_a_given_registry_exclude_each_other() -> None:
