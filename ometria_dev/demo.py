@@ -179,8 +179,9 @@ class Tally:
         uid = user.get("uid") if isinstance(user, dict) else None
         if sample.payload is not None:
             if body != sample.payload:
-                differ = sorted(k for k in body.keys() | sample.payload.keys()
-                                if body.get(k) != sample.payload.get(k))  # fmt: skip
+                want_body = sample.payload
+                keys = body.keys() | want_body.keys()
+                differ = sorted(k for k in keys if body.get(k) != want_body.get(k))
                 self.problems.append(
                     f"{sample.type} {request_id} reached Ometria with other "
                     f"{', '.join(differ)} than its schema file gives"
@@ -757,8 +758,8 @@ def _start_services(
             took = f"  {noun:<11}up in {time.monotonic() - start.began:.0f} s"
             if keep:
                 say(f"{took}; --keep: left running")
-                say(f"{'':13}(stop it with: scripts/{start.service.script.name} stop "
-                    f"--port {start.port})")  # fmt: skip
+                script = start.service.script.name
+                say(f"{'':13}(stop it with: scripts/{script} stop --port {start.port})")
             else:
                 say(f"{took}; stopped at the end")
         if starting and time.monotonic() > deadline:
