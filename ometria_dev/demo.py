@@ -2,23 +2,31 @@
 
 :func:`run_demo` does, in order (each step undone at the end, on Ctrl-C too):
 
-1. starts a local Apache Kafka broker (``scripts/kafka-local``), unless it is given one;
+1. starts a local Apache Kafka broker (``scripts/kafka-local``) and, at the same time, a
+   local Schema Registry (``scripts/schema-registry-local``), unless it is given them (or
+   told to leave the Avro topic out);
 2. starts the Ometria stand-in (``ometria-worker stub``) as a child, with a little latency
    and a seeded share of 503s, so that retries show;
-3. creates a source topic and a dead-letter topic, named afresh for each run;
+3. creates a CloudEvents topic, an Avro topic and one dead-letter topic, named afresh for
+   each run; registers the Avro schema under the Avro topic's subject (``BACKWARD``), in
+   two compatible versions;
 4. produces the sample events of :mod:`ometria_dev.demo_events` (good ones in both
-   CloudEvents modes, and a bad one for each dead-letter reason);
-5. runs ``ometria-worker run`` as a child, its JSON logs in a file, and watches the
-   stand-in's admin API and the dead-letter topic until every record has an outcome;
+   CloudEvents modes, and a bad one for each dead-letter reason) and the Avro records of
+   :mod:`ometria_dev.demo_avro` (good ones of both schema versions, and bad ones);
+5. runs ``ometria-worker run`` on both topics as a child, its JSON logs in a file, and
+   watches the stand-in's admin API and the dead-letter topic until every record has an
+   outcome;
 6. stops the worker with SIGTERM, reads its committed offsets and prints a table of what
    reached Ometria, what was dead-lettered and why, and the retries seen;
-7. stops the stand-in, deletes the topics and stops the broker it started.
+7. stops the stand-in, deletes the topics and the subject, stops what it started.
 
-The exit code is 0 when every good record reached Ometria (mapped to the right scope and
-action), every bad one was dead-lettered with its expected reason, the worker stopped with
-0 and committed every partition to the end; 1 otherwise; 2 when a step could not run.
+The exit code is 0 when every good record reached Ometria (a CloudEvent mapped to the
+right scope and action, an Avro record to exactly the payload its schema file gives),
+every bad one was dead-lettered with its expected reason, the worker stopped with 0 and
+committed every partition to the end; 1 otherwise; 2 when a step could not run.
 The Kafka clients of the demo itself (admin, producer, dead-letter reader) live in
-:class:`_Kafka`; the worker's own stay in :mod:`worker.consumer` and :mod:`worker.deadletter`.
+:class:`_Kafka`, its registry calls in :mod:`ometria_dev.demo_registry`; the worker's own
+stay in :mod:`worker.consumer`, :mod:`worker.deadletter` and :mod:`worker.registry`.
 """
 
 from __future__ import annotations
@@ -54,6 +62,14 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from ometria_dev.demo_avro import (
+    BASKET_V1,
+    BASKET_V2,
+    MIN_AVRO_GOOD,
+    SCHEMA_DIR,
+    UNKNOWN_SCHEMA_ID,
+    avro_samples,
+)
 from ometria_dev.demo_events import (
     COVERED,
     DELIVERED,
@@ -64,6 +80,7 @@ from ometria_dev.demo_events import (
     SampleRecord,
     sample_events,
 )
+from ometria_dev.demo_registry import DemoRegistry, RegistryError
 from ometria_dev.stub import RemoteStub
 from worker.outcome import REASONS
 
@@ -74,15 +91,19 @@ __all__ = ["DemoError", "DemoOptions", "DemoResult", "Tally", "render", "run_dem
 #: The checkout this package lives in (it is in no wheel): scripts/ lives there too, and the
 #: children import this checkout's worker and ometria_dev from there.
 REPO: Final = Path(__file__).resolve().parents[1]
-KAFKA_LOCAL: Final = REPO / "scripts" / "kafka-local"
 DEFAULT_BROKER_PORT: Final = 9092
-_EXIT_PORT_TAKEN: Final = 4  # scripts/kafka-local: the port is used by something else
-# A cold start fetches about 45 MB of jars first; a warm one takes seconds.
-_BROKER_START_TIMEOUT: Final = 900.0
+DEFAULT_REGISTRY_PORT: Final = 8081
+_EXIT_PORT_TAKEN: Final = 4  # scripts/kafka-local & co: the port is used by something else
+# A cold start fetches about 45 MB (Kafka) or 109 MB (the registry) first; a warm one
+# takes seconds.
+_SERVICE_START_TIMEOUT: Final = 900.0
 _CHILD_START_TIMEOUT: Final = 20.0
 _POLL_INTERVAL: Final = 0.2
+_AVRO_PARTITIONS: Final = 2
 # Settings of the user's shell that must not leak into the demo's worker and stand-in.
-_OWN_ENV_PREFIXES: Final = ("KAFKA_", "OMETRIA_", "WORKER_")
+_OWN_ENV_PREFIXES: Final = ("KAFKA_", "OMETRIA_", "WORKER_", "SCHEMA_REGISTRY_")
+#: The compatibility level the demo sets on its subject (Confluent's default).
+COMPATIBILITY: Final = "BACKWARD"
 
 
 class DemoError(Exception):
@@ -96,12 +117,19 @@ class DemoOptions:
     events: int = 300  # good events; the bad ones come on top
     bootstrap_servers: str | None = None  # use this broker; start none
     port: int | None = None  # broker port to start on (None: 9092, or a free one if taken)
-    keep: bool = False  # leave the broker and the topics behind
+    registry: bool = True  # False: no registry, no Avro topic
+    schema_registry_url: str | None = None  # use this registry; start none
+    keep: bool = False  # leave the broker, the registry, the topics and the subject behind
     timeout: float = 120.0  # seconds to wait for every outcome
     seed: int = 1
     partitions: int = 4
     latency_ms: float = 5.0
     error_rate: float = 0.05  # share of requests the stand-in answers 503
+
+    @property
+    def avro_events(self) -> int:
+        """Good Avro records: a fifth of the good CloudEvents (0 without a registry)."""
+        return max(MIN_AVRO_GOOD, self.events // 5) if self.registry else 0
 
 
 # -- what became of each record (pure) ---------------------------------------------------
@@ -111,12 +139,13 @@ class Tally:
     """Matches what reached Ometria and the dead-letter topic to the records produced.
 
     Each record gets one outcome: ``delivered`` on its first accepted body (matched by
-    ``request_id``), or the ``dlq.reason`` of its dead letter (matched by source partition
-    and offset). Anything that matches no record, or a body mapped to the wrong scope,
-    action or visitor, is a problem.
+    ``request_id``), or the ``dlq.reason`` of its dead letter (matched by source topic,
+    partition and offset). Anything that matches no record, a CloudEvent mapped to the
+    wrong scope, action or visitor, or an Avro record whose body is not exactly the one
+    its schema file gives, is a problem.
     """
 
-    def __init__(self, samples: list[SampleRecord], placed: list[tuple[int, int]]) -> None:
+    def __init__(self, samples: list[SampleRecord], placed: list[tuple[str, int, int]]) -> None:
         self.samples = samples
         self._by_id = {sample.event_id: index for index, sample in enumerate(samples)}
         self._by_place = {place: index for index, place in enumerate(placed)}
@@ -148,7 +177,16 @@ class Tally:
         want = EVENT_TYPES.get(sample.type)
         user = body.get("user")
         uid = user.get("uid") if isinstance(user, dict) else None
-        if want is not None and (
+        if sample.payload is not None:
+            if body != sample.payload:
+                want_body = sample.payload
+                keys = body.keys() | want_body.keys()
+                differ = sorted(k for k in keys if body.get(k) != want_body.get(k))
+                self.problems.append(
+                    f"{sample.type} {request_id} reached Ometria with other "
+                    f"{', '.join(differ)} than its schema file gives"
+                )
+        elif want is not None and (
             (body.get("scope"), body.get("action")) != want or uid != sample.uid
         ):
             self.problems.append(
@@ -160,7 +198,7 @@ class Tally:
 
     def dead_lettered(self, topic: str, partition: int, offset: int, reason: str) -> None:
         """One dead letter, by the source its ``dlq.source.*`` headers name."""
-        index = self._by_place.get((partition, offset))
+        index = self._by_place.get((topic, partition, offset))
         if index is None:
             self.problems.append(
                 f"a dead letter names a source that is no record: {topic}[{partition}]@{offset}"
@@ -198,8 +236,9 @@ class DemoResult:
     tally: Tally
     log_dir: Path
     produced_s: float = 0.0  # when the first record was produced (monotonic)
-    partitions_end: dict[int, int] = field(default_factory=dict)
-    committed: dict[int, int] = field(default_factory=dict)
+    # (topic, partition) → the offset after its last record, and the group's committed one.
+    partitions_end: dict[tuple[str, int], int] = field(default_factory=dict)
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)
     worker_exit: int | None = None
     worker_counts: dict[str, Any] = field(default_factory=dict)
     statuses: dict[str, int] = field(default_factory=dict)
@@ -226,11 +265,11 @@ class DemoResult:
         if self.worker_exit is not None and self.worker_exit != 0:
             problems.append(f"the worker exited with {self.worker_exit} on SIGTERM (expected 0)")
         if self.worker_exit == 0 and self.committed != self.partitions_end:
-            behind = {
-                p: f"{self.committed.get(p, 'none')} of {end}"
-                for p, end in self.partitions_end.items()
-                if self.committed.get(p) != end
-            }
+            behind = ", ".join(
+                f"{topic}[{p}] at {self.committed.get((topic, p), 'none')} of {end}"
+                for (topic, p), end in sorted(self.partitions_end.items())
+                if self.committed.get((topic, p)) != end
+            )
             problems.append(f"offsets not committed to the end: {behind}")
         return problems
 
@@ -240,17 +279,15 @@ class DemoResult:
         return not self.all_problems()
 
 
-def render(result: DemoResult) -> str:
-    """The closing report: a table of at most 80 columns."""
-    tally = result.tally
-    lines: list[str] = []
-    add = lines.append
-    width = 78
-    add("")
-    add(f"{'Delivered to Ometria (the stand-in)':<44}{'structured':>11}{'binary':>8}{'total':>8}")
+_WIDTH: Final = 78  # of a table row: the table fits 80 columns
+
+
+def _cloudevents_rows(tally: Tally, indices: list[int], add: Callable[[str], None]) -> None:
+    add(f"{'CloudEvents delivered to Ometria':<44}{'structured':>11}{'binary':>8}{'total':>8}")
     sent: Counter[tuple[str, int, str]] = Counter()
     got: Counter[tuple[str, int, str]] = Counter()
-    for index, sample in enumerate(tally.samples):
+    for index in indices:
+        sample = tally.samples[index]
         if sample.good:
             sent[sample.type, sample.model, sample.mode] += 1
             if tally.outcomes.get(index) == DELIVERED:
@@ -265,19 +302,60 @@ def render(result: DemoResult) -> str:
     totals = [sum(n for (_, _, mode), n in got.items() if mode == m) for m in MODES]
     good = sum(sent.values())
     add(f"{'  all good events':<44}{totals[0]:>11}{totals[1]:>8}{sum(totals):>8}  of {good}")
-    if tally.duplicates:
-        add(f"  (plus {tally.duplicates} repeated deliveries: at-least-once)")
 
-    add("")
+
+def _avro_rows(tally: Tally, indices: list[int], add: Callable[[str], None]) -> None:
+    add(f"{'Avro records delivered to Ometria':<63}{'total':>8}")
+    sent: Counter[tuple[str, int, int]] = Counter()
+    got: Counter[tuple[str, int, int]] = Counter()
+    for index in indices:
+        sample = tally.samples[index]
+        if sample.good:
+            key = (sample.type, sample.schema_version, sample.schema_id)
+            sent[key] += 1
+            if tally.outcomes.get(index) == DELIVERED:
+                got[key] += 1
+    for key in sorted(sent):
+        type_, version, schema_id = key
+        mark = "" if got[key] == sent[key] else f"  of {sent[key]}!"
+        add(f"{f'  {type_}  v{version} (schema id {schema_id})':<63}{got[key]:>8}{mark}")
+    total = sum(got.values())
+    add(f"{'  all good Avro records':<63}{total:>8}  of {sum(sent.values())}")
+
+
+def _dead_letter_rows(tally: Tally, indices: list[int], add: Callable[[str], None]) -> None:
     add(f"{'Dead-lettered':<18}{'expected':>9}{'got':>6}   why (header dlq.reason)")
-    expected_reasons = Counter(s.expect for s in tally.samples if not s.good)
-    got_reasons = Counter(o for o in tally.outcomes.values() if o != DELIVERED)
+    samples = [tally.samples[index] for index in indices]
+    expected = Counter(sample.expect for sample in samples if not sample.good)
+    got = Counter(
+        outcome
+        for outcome in (tally.outcomes.get(index) for index in indices)
+        if outcome is not None and outcome != DELIVERED
+    )
     for reason in REASONS:
-        if not expected_reasons[reason] and not got_reasons[reason]:
+        if not expected[reason] and not got[reason]:
             continue
-        cases = "; ".join(sorted(s.case for s in tally.samples if s.expect == reason))
-        row = f"  {reason:<16}{expected_reasons[reason]:>9}{got_reasons[reason]:>6}   {cases}"
-        add(row if len(row) <= width else row[: width - 3] + "...")
+        cases = "; ".join(sorted(s.case for s in samples if s.expect == reason))
+        row = f"  {reason:<16}{expected[reason]:>9}{got[reason]:>6}   {cases}"
+        add(row if len(row) <= _WIDTH else row[: _WIDTH - 3] + "...")
+
+
+def render(result: DemoResult) -> str:
+    """The closing report: a table of at most 80 columns, a section per kind of topic."""
+    tally = result.tally
+    lines: list[str] = []
+    add = lines.append
+    cloudevents = [i for i, sample in enumerate(tally.samples) if sample.mode in MODES]
+    avro = [i for i, sample in enumerate(tally.samples) if sample.mode == "avro"]
+    add("")
+    _cloudevents_rows(tally, cloudevents, add)
+    add("")
+    _dead_letter_rows(tally, cloudevents, add)
+    if avro:
+        add("")
+        _avro_rows(tally, avro, add)
+        add("")
+        _dead_letter_rows(tally, avro, add)
 
     add("")
     answered = ", ".join(
@@ -288,6 +366,8 @@ def render(result: DemoResult) -> str:
     retries = result.worker_counts.get("retries")
     counted = f"; the worker counted {retries}" if isinstance(retries, int) else ""
     add(f"{'Retries':<18}{result.retries} (answers 503, each retried{counted})")
+    if tally.duplicates:
+        add(f"{'Repeated':<18}{tally.duplicates} deliveries beyond the first (at-least-once)")
     elapsed = result.elapsed
     if elapsed is None:
         add(f"{'Elapsed':<18}not every record had an outcome")
@@ -456,7 +536,7 @@ def _header_text(message: Message) -> dict[str, str]:
     }
 
 
-# -- child processes and the broker ----------------------------------------------------
+# -- child processes, the broker and the registry ------------------------------------
 
 
 class _Child:
@@ -517,22 +597,53 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _kafka_local(log: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    if not KAFKA_LOCAL.is_file():
-        raise DemoError(
-            f"{KAFKA_LOCAL} not found: the demo starts Kafka with the repository's "
-            "scripts/kafka-local, so run it from a clone (pip install -e .), "
-            "or give a broker with --bootstrap-servers"
-        )
-    with log.open("a", encoding="utf-8") as stderr:
-        return subprocess.run(  # noqa: S603 - our own script, arguments built here
-            [str(KAFKA_LOCAL), *args],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+@dataclass(frozen=True, slots=True)
+class LocalService:
+    """A service the demo starts with one of the repository's scripts, unless given one."""
+
+    noun: str  # "broker": the label of its progress lines
+    name: str  # "Apache Kafka": what those lines say is starting
+    script: Path
+    default_port: int
+    instead: str  # how to do without the script, the end of a message
+
+    def run(self, log: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run the script with ``args``, its stderr appended to ``log``."""
+        self.check()
+        with log.open("a", encoding="utf-8") as stderr:
+            return subprocess.run(  # noqa: S603 - our own script, arguments built here
+                [str(self.script), *args],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+
+    def check(self) -> None:
+        """Raise a :class:`DemoError` when the script is not there (no checkout)."""
+        if not self.script.is_file():
+            raise DemoError(
+                f"{self.script} not found: the demo starts the {self.noun} with the "
+                f"repository's scripts/{self.script.name}, so run it from a clone "
+                f"(pip install -e .), {self.instead}"
+            )
+
+
+BROKER: Final = LocalService(
+    "broker",
+    "Apache Kafka",
+    REPO / "scripts" / "kafka-local",
+    DEFAULT_BROKER_PORT,
+    "or give a broker with --bootstrap-servers",
+)
+REGISTRY: Final = LocalService(
+    "registry",
+    "a Schema Registry",
+    REPO / "scripts" / "schema-registry-local",
+    DEFAULT_REGISTRY_PORT,
+    "or give one with --schema-registry-url, or leave the Avro topic out with --no-registry",
+)
 
 
 def _last_line(path: Path) -> str:
@@ -540,52 +651,123 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def _broker(options: DemoOptions, stack: ExitStack, say: Callable[[str], None], logs: Path) -> str:
-    """The bootstrap address: the given one, a running broker of ours, or one started now."""
-    if options.bootstrap_servers:
-        say(f"  broker     {options.bootstrap_servers} (given: the demo starts no broker)")
-        return options.bootstrap_servers
-    log = logs / "kafka-local.log"
-    port = options.port or DEFAULT_BROKER_PORT
-    if _kafka_local(log, "status", "--port", str(port)).returncode == 0:
-        say(f"  broker     127.0.0.1:{port} (already running: left as it is)")
-        return f"127.0.0.1:{port}"
-    say(f"  broker     starting Apache Kafka on 127.0.0.1:{port} (a first run downloads it)")
-    started = time.monotonic()
-    for attempt in range(2):
-        args = ["start", "--port", str(port)]
-        if not options.keep:
-            # If the demo is killed before its clean-up, the broker still goes.
+@dataclass(slots=True)
+class _Start:
+    """One service the demo is starting: the script's ``start`` as a child, and its undoing."""
+
+    service: LocalService
+    port: int
+    movable: bool  # the port was not chosen: when it is taken, move once to a free one
+    log: Path
+    keep: bool
+    process: subprocess.Popen[str] | None = None
+    began: float = field(default_factory=time.monotonic)
+    address: str | None = None  # once it answers
+
+    def launch(self) -> None:
+        args = [str(self.service.script), "start", "--port", str(self.port)]
+        if not self.keep:
+            # If the demo is killed before its clean-up, the service still goes.
             args += ["--owner-pid", str(os.getpid())]
-        try:
-            result = _kafka_local(log, *args, timeout=_BROKER_START_TIMEOUT)
-        except (KeyboardInterrupt, subprocess.TimeoutExpired):
-            # The broker runs in a session of its own: a half-started one must be stopped.
-            _kafka_local(log, "stop", "--port", str(port))
-            raise
-        if result.returncode == 0:
-            break
-        if result.returncode == _EXIT_PORT_TAKEN and options.port is None and attempt == 0:
-            port = _free_port()
-            say(f"             port {DEFAULT_BROKER_PORT} is taken; using {port}")
+        with self.log.open("a", encoding="utf-8") as stderr:
+            self.process = subprocess.Popen(  # noqa: S603 - our own script, arguments built here
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, text=True
+            )
+
+    def finished(self) -> tuple[int, str] | None:
+        """(exit code, stdout) once ``start`` has exited, else None."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            return None
+        out, _ = self.process.communicate()
+        return self.process.returncode, out
+
+    def undo(self, say: Callable[[str], None]) -> None:
+        """Interrupt a ``start`` still running; stop the service unless --keep keeps it."""
+        if self.process is not None and self.process.poll() is None:
+            # Like Ctrl-C: the script then takes down the JVM it launched (own session).
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.keep and self.address is not None:
+            return
+        if self.address is not None:
+            say(f"stopping the {self.service.noun} on port {self.port}")
+        self.service.run(self.log, "stop", "--port", str(self.port))
+
+
+def _start_services(
+    wanted: list[tuple[LocalService, int | None]],
+    *,
+    keep: bool,
+    stack: ExitStack,
+    say: Callable[[str], None],
+    logs: Path,
+) -> dict[str, str]:
+    """Each service's address: one of ours already running, or one started now.
+
+    The services start at the same time (each start is mostly a JVM warming up), and each
+    is stopped at the end, or as soon as something fails, unless ``keep``.
+    """
+    addresses: dict[str, str] = {}
+    starting: list[_Start] = []
+    for service, port in wanted:
+        service.check()
+        log = logs / f"{service.script.name}.log"
+        chosen = port or service.default_port
+        status = service.run(log, "status", "--port", str(chosen))
+        if status.returncode == 0:
+            addresses[service.noun] = status.stdout.split()[1]
+            label = f"  {service.noun:<11}{addresses[service.noun]}"
+            say(f"{label} (already running: left as it is)")
             continue
-        failure = _last_line(log)
-        if result.returncode != _EXIT_PORT_TAKEN:
-            _kafka_local(log, "stop", "--port", str(port))  # removes what the start left
-        raise DemoError(f"scripts/kafka-local start failed: {failure} (log: {log})")
-    address = result.stdout.strip().splitlines()[-1]
-    if options.keep:
-        say(f"             up in {time.monotonic() - started:.0f} s; --keep: left running")
-        say(f"             (stop it with: scripts/kafka-local stop --port {port})")
-    else:
-        say(f"             up in {time.monotonic() - started:.0f} s; stopped at the end")
+        say(
+            f"  {service.noun:<11}starting {service.name} on 127.0.0.1:{chosen} "
+            "(a first run downloads it)"
+        )
+        start = _Start(service, chosen, movable=port is None, log=log, keep=keep)
+        stack.callback(start.undo, say)
+        start.launch()
+        starting.append(start)
 
-        def stop_broker() -> None:
-            say(f"stopping the broker on port {port}")
-            _kafka_local(log, "stop", "--port", str(port), timeout=60)
-
-        stack.callback(stop_broker)
-    return address
+    deadline = time.monotonic() + _SERVICE_START_TIMEOUT
+    while starting:
+        for start in list(starting):
+            done = start.finished()
+            if done is None:
+                continue
+            code, out = done
+            noun = start.service.noun
+            if code == _EXIT_PORT_TAKEN and start.movable:
+                start.movable = False
+                start.port = _free_port()
+                say(f"  {noun:<11}port {start.service.default_port} is taken; using {start.port}")
+                start.launch()
+                continue
+            if code != 0:
+                failure = _last_line(start.log)
+                raise DemoError(
+                    f"scripts/{start.service.script.name} start failed: {failure} "
+                    f"(log: {start.log})"
+                )
+            start.address = addresses[noun] = out.strip().splitlines()[-1]
+            starting.remove(start)
+            took = f"  {noun:<11}up in {time.monotonic() - start.began:.0f} s"
+            if keep:
+                say(f"{took}; --keep: left running")
+                script = start.service.script.name
+                say(f"{'':13}(stop it with: scripts/{script} stop --port {start.port})")
+            else:
+                say(f"{took}; stopped at the end")
+        if starting and time.monotonic() > deadline:
+            names = " and the ".join(start.service.noun for start in starting)
+            raise DemoError(f"the {names} did not start in {_SERVICE_START_TIMEOUT:.0f} s")
+        if starting:
+            time.sleep(0.1)
+    return addresses
 
 
 def _start_stub(options: DemoOptions, logs: Path) -> tuple[_Child, RemoteStub]:
@@ -687,6 +869,69 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     return 0
 
 
+def _services(
+    options: DemoOptions, stack: ExitStack, say: Callable[[str], None], logs: Path
+) -> tuple[str, str | None]:
+    """The broker's bootstrap address and the registry's URL (None: no Avro topic)."""
+    wanted: list[tuple[LocalService, int | None]] = []
+    if options.bootstrap_servers:
+        say(f"  broker     {options.bootstrap_servers} (given: the demo starts no broker)")
+    else:
+        wanted.append((BROKER, options.port))
+    if not options.registry:
+        say("  registry   none (--no-registry: no Avro topic)")
+    elif options.schema_registry_url:
+        url = options.schema_registry_url.rstrip("/")
+        say(f"  registry   {url} (given: the demo starts no registry)")
+    else:
+        wanted.append((REGISTRY, None))
+    addresses = _start_services(wanted, keep=options.keep, stack=stack, say=say, logs=logs)
+    bootstrap = options.bootstrap_servers or addresses[BROKER.noun]
+    if not options.registry:
+        return bootstrap, None
+    return bootstrap, (options.schema_registry_url or addresses[REGISTRY.noun]).rstrip("/")
+
+
+def _registry(url: str, stack: ExitStack) -> DemoRegistry:
+    """A client of the registry at ``url``, once it answers."""
+    registry = DemoRegistry(url)
+    stack.callback(registry.close)
+    try:
+        registry.check()
+    except RegistryError as exc:
+        raise DemoError(str(exc)) from exc
+    return registry
+
+
+def _register(
+    registry: DemoRegistry,
+    subject: str,
+    options: DemoOptions,
+    stack: ExitStack,
+    say: Callable[[str], None],
+) -> tuple[int, int]:
+    """Register v1 and v2 of the Avro schema under ``subject``; their ids."""
+    try:
+        # On the subject only: a registry the demo was given keeps its own global level.
+        registry.set_compatibility(subject, COMPATIBILITY)
+        if not options.keep:
+            stack.callback(registry.delete_subject, subject)
+        v1 = registry.register(subject, BASKET_V1)
+        # Accepted under BACKWARD because the new field has a default: readers of v2 can
+        # read the v1 records still in the topic.
+        v2 = registry.register(subject, BASKET_V2)
+        if registry.knows(UNKNOWN_SCHEMA_ID):
+            raise DemoError(
+                f"the Schema Registry knows schema id {UNKNOWN_SCHEMA_ID}, which the demo "
+                "uses as one it does not know"
+            )
+    except RegistryError as exc:
+        raise DemoError(str(exc)) from exc
+    say(f"  schemas    {subject}, {COMPATIBILITY}: v1 (id {v1}), v2 (id {v2})")
+    say(f"{'':13}v2 = v1 + a currency field with a default (a compatible change)")
+    return v1, v2
+
+
 def _run(
     options: DemoOptions,
     *,
@@ -696,16 +941,33 @@ def _run(
     stack: ExitStack,
     say: Callable[[str], None],
 ) -> DemoResult:
-    bootstrap = _broker(options, stack, say, logs)
+    bootstrap, registry_url = _services(options, stack, say, logs)
+    registry = None if registry_url is None else _registry(registry_url, stack)
     kafka = _Kafka(bootstrap)
     stack.callback(kafka.close)
     topic = f"demo.commerce-events.{run_id}"
     dlq = f"{topic}.dlq"
     group = f"demo-worker-{run_id}"
-    kafka.create_topics({topic: options.partitions, dlq: 1})
+    partitions = {topic: options.partitions}
+    avro_topic = f"demo.shop-avro.{run_id}" if registry is not None else None
+    if avro_topic is not None:
+        partitions[avro_topic] = _AVRO_PARTITIONS
+    kafka.create_topics({**partitions, dlq: 1})
     if not options.keep:
-        stack.callback(kafka.delete_topics, [topic, dlq])
+        stack.callback(kafka.delete_topics, [*partitions, dlq])
     say(f"  topics     {topic} ({options.partitions} partitions) and .dlq (1)")
+
+    avro: list[SampleRecord] = []
+    worker_settings: dict[str, str] = {}
+    if registry is not None and avro_topic is not None:
+        say(f"{'':13}{avro_topic} ({_AVRO_PARTITIONS} partitions): Avro, same .dlq")
+        v1, v2 = _register(registry, f"{avro_topic}-value", options, stack, say)
+        avro = avro_samples(options.avro_events, options.seed, v1, v2)
+        worker_settings = {
+            "SCHEMA_REGISTRY_URL": registry.url,
+            "WORKER_SCHEMA_DIRS": str(SCHEMA_DIR),
+            "WORKER_ENVELOPE_REGISTRY_ID_POINTER": "/event_id",
+        }
 
     stub_child, stub = _start_stub(options, logs)
     stack.callback(stub_child.stop)
@@ -718,7 +980,7 @@ def _run(
     env = _child_env(
         {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "KAFKA_TOPICS": topic,
+            "KAFKA_TOPICS": ",".join(partitions),
             "KAFKA_DLQ_TOPIC": dlq,
             "KAFKA_GROUP_ID": group,
             "OMETRIA_BASE_URL": stub.url,
@@ -727,6 +989,7 @@ def _run(
             "WORKER_LOG_FORMAT": "json",
             "WORKER_MAX_RECORD_BYTES": str(DEMO_MAX_RECORD_BYTES),
             "WORKER_SUMMARY_INTERVAL": "5",
+            **worker_settings,
         }
     )
     worker_child = _Child([sys.executable, "-m", "worker", "run"], env, worker_log)
@@ -734,16 +997,27 @@ def _run(
     say(f"  worker     pid {worker_child.pid}, JSON logs in {worker_log.name}")
 
     produced_at = time.monotonic()
-    placed = kafka.produce(topic, samples)
+    placed = [(topic, p, offset) for p, offset in kafka.produce(topic, samples)]
     good = sum(1 for s in samples if s.good)
     say(
-        f"  produced   {len(samples)} records ({good} good, {len(samples) - good} bad) in "
-        f"{time.monotonic() - produced_at:.1f} s; waiting for each one's outcome..."
+        f"  produced   {len(samples)} CloudEvents ({good} good, {len(samples) - good} bad) in "
+        f"{time.monotonic() - produced_at:.1f} s"
     )
-    tally = Tally(samples, placed)
+    if avro_topic is not None:
+        avro_at = time.monotonic()
+        placed += [(avro_topic, p, offset) for p, offset in kafka.produce(avro_topic, avro)]
+        good = sum(1 for s in avro if s.good)
+        say(
+            f"{'':13}{len(avro)} Avro records ({good} good, {len(avro) - good} bad) in "
+            f"{time.monotonic() - avro_at:.1f} s"
+        )
+    say(f"{'':13}waiting for each record's outcome...")
+    everything = samples + avro
+    tally = Tally(everything, placed)
     result = DemoResult(tally, logs, produced_s=produced_at)
-    for partition, offset in placed:
-        result.partitions_end[partition] = max(result.partitions_end.get(partition, 0), offset + 1)
+    for name, partition, offset in placed:
+        end = result.partitions_end.get((name, partition), 0)
+        result.partitions_end[name, partition] = max(end, offset + 1)
 
     seen = 0
     deadline = produced_at + options.timeout
@@ -761,7 +1035,7 @@ def _run(
             result.problems.append(f"the worker exited early with code {code}")
             break
         if time.monotonic() > deadline:
-            missing = len(samples) - len(tally.outcomes)
+            missing = len(everything) - len(tally.outcomes)
             result.problems.append(
                 f"timed out after {options.timeout:g} s: {missing} records without an outcome"
             )
@@ -779,5 +1053,7 @@ def _run(
     if isinstance(by_status, dict):
         result.statuses = {str(k): int(v) for k, v in by_status.items()}
     if result.worker_exit == 0:
-        result.committed = kafka.committed(group, topic, options.partitions)
+        for name, count in partitions.items():
+            for partition, offset in kafka.committed(group, name, count).items():
+                result.committed[name, partition] = offset
     return result

@@ -20,8 +20,11 @@ from typing import Any, Final, Literal
 
 import orjson
 
-Mode = Literal["structured", "binary"]
-MODES: Final[tuple[Mode, Mode]] = ("structured", "binary")
+CloudEventsMode = Literal["structured", "binary"]
+#: How a record of the demo is written: a CloudEvent in one of the two modes of the Kafka
+#: binding, or Avro framed for a Schema Registry (:mod:`ometria_dev.demo_avro`).
+Mode = Literal["structured", "binary", "avro"]
+MODES: Final[tuple[CloudEventsMode, CloudEventsMode]] = ("structured", "binary")
 
 #: What a good record must become: delivered to Ometria (anything else is a reason).
 DELIVERED: Final = "delivered"
@@ -66,7 +69,8 @@ _WEIGHTS: Final[dict[str, int]] = {
 }
 _MODEL_2_SHARE: Final = 0.3  # of basket events: a producer half-way through a migration
 
-_CATALOGUE: Final[tuple[tuple[str, float], ...]] = (
+#: The shop's products: (SKU, unit price).
+CATALOGUE: Final[tuple[tuple[str, float], ...]] = (
     ("DRESS-RED-10", 59.9),
     ("DRESS-BLUE-12", 64.0),
     ("BAG-01", 30.0),
@@ -95,13 +99,19 @@ class SampleRecord:
     key: bytes
     value: bytes
     headers: tuple[tuple[str, bytes], ...]
-    event_id: str  # the CloudEvent id: Ometria's request_id when delivered
-    type: str  # the CloudEvents type as sent
+    event_id: str  # the CloudEvent id (Avro: the event_id field): Ometria's request_id
+    type: str  # the CloudEvents type as sent (Avro: the record's full name)
     model: int  # the MODEL of its dataschema (0 when it has none that parses)
     mode: Mode
     expect: str  # DELIVERED, or the dead-letter reason it must get
     case: str = ""  # for a bad record: what is wrong with it, in a few words
     uid: str = field(default="", repr=False)  # the visitor, for checking a delivered body
+    # Avro: the schema id in its frame, and the version of the subject it was written with.
+    schema_id: int = 0
+    schema_version: int = 0
+    # The exact body Ometria must get, when the demo knows it (Avro); None: only the
+    # scope, action and visitor are checked.
+    payload: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def good(self) -> bool:
@@ -170,7 +180,7 @@ def _context(shop: _Shop, visitor: _Visitor, path: str) -> dict[str, Any]:
 
 
 def _lines(shop: _Shop, count: int) -> list[dict[str, Any]]:
-    products = shop.rng.sample(_CATALOGUE, count)
+    products = shop.rng.sample(CATALOGUE, count)
     return [
         {"product_id": sku, "quantity": shop.rng.randint(1, 3), "unit_price": price}
         for sku, price in products
@@ -183,7 +193,7 @@ def _data(shop: _Shop, visitor: _Visitor, type_: str, model: int) -> dict[str, A
     data = _user(visitor, model)
     match type_:
         case "commerce.product.viewed":
-            sku = rng.choice(_CATALOGUE)[0]
+            sku = rng.choice(CATALOGUE)[0]
             data["product"] = {"id": sku}
             data.update(_context(shop, visitor, f"/p/{sku.lower()}"))
         case "commerce.category.viewed":
@@ -198,7 +208,7 @@ def _data(shop: _Shop, visitor: _Visitor, type_: str, model: int) -> dict[str, A
             if type_.endswith("removed") and visitor.basket:
                 sku = visitor.basket.pop(rng.randrange(len(visitor.basket)))
             else:
-                sku = rng.choice(_CATALOGUE)[0]
+                sku = rng.choice(CATALOGUE)[0]
                 visitor.basket.append(sku)
             quantity = rng.randint(1, 3)
             if model == 2:
@@ -248,7 +258,13 @@ def _dataschema(rng: random.Random, type_: str, model: int) -> str | None:
 
 
 def encode(
-    mode: Mode, data: Any, *, event_id: str, type_: str, time: str, dataschema: str | None
+    mode: CloudEventsMode,
+    data: Any,
+    *,
+    event_id: str,
+    type_: str,
+    time: str,
+    dataschema: str | None,
 ) -> tuple[bytes, tuple[tuple[str, bytes], ...]]:
     """A CloudEvent as a Kafka (value, headers) in ``mode`` of the Kafka protocol binding."""
     attributes: dict[str, Any] = {
@@ -267,7 +283,7 @@ def encode(
     return orjson.dumps(data), (*headers, ("content-type", b"application/json"))
 
 
-def _good(shop: _Shop, type_: str, model: int, mode: Mode) -> SampleRecord:
+def _good(shop: _Shop, type_: str, model: int, mode: CloudEventsMode) -> SampleRecord:
     visitor = shop.rng.choice(shop.visitors)
     event_id = shop.event_id()
     value, headers = encode(
@@ -292,11 +308,17 @@ def _good(shop: _Shop, type_: str, model: int, mode: Mode) -> SampleRecord:
 
 
 # What a bad record's builder returns: (type, MODEL, mode, value, headers).
-_Built = tuple[str, int, Mode, bytes, tuple[tuple[str, bytes], ...]]
+_Built = tuple[str, int, CloudEventsMode, bytes, tuple[tuple[str, bytes], ...]]
 
 
 def _built(
-    shop: _Shop, mode: Mode, data: dict[str, Any], *, event_id: str, type_: str, model: int
+    shop: _Shop,
+    mode: CloudEventsMode,
+    data: dict[str, Any],
+    *,
+    event_id: str,
+    type_: str,
+    model: int,
 ) -> _Built:
     schema = f"commerce/{type_.removeprefix('commerce.')}/{model}-0-0"
     value, headers = encode(
@@ -402,7 +424,7 @@ def sample_events(good: int = 300, seed: int = 1, visitors: int = 12) -> list[Sa
         raise ValueError("visitors must be at least 1")
     rng = random.Random(seed)
     shop = _Shop(rng, visitors)
-    plan: list[tuple[str, int, Mode]] = [
+    plan: list[tuple[str, int, CloudEventsMode]] = [
         (type_, model, mode) for type_, model in COVERED for mode in MODES
     ]
     names, weights = list(_WEIGHTS), list(_WEIGHTS.values())

@@ -2,7 +2,7 @@
 Confluent-compatible API), the real broker and the stand-in.
 
 Records are produced with confluent-kafka's own Avro and JSON Schema serializers; the
-schema files are in tests/data/registry-schemas (type = the record's full name, MODEL 1).
+schema file is the demo's, ometria_dev/schemas/ (type = the record's full name, MODEL 1).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from ometria_dev.demo_avro import SCHEMA_DIR
 from ometria_dev.stub import running_stub
 from tests.fixtures.kafka_helpers import MakeTopic, Record, committed_offsets, consume_all, produce
 from tests.fixtures.schema_registry import (
@@ -44,7 +45,7 @@ from worker.cli import main
 
 pytestmark = [pytest.mark.integration]
 
-SCHEMAS: Final = Path(__file__).resolve().parents[1] / "data" / "registry-schemas"
+SCHEMAS: Final = SCHEMA_DIR  # the demo's schema file, its only copy
 
 BASKET_V1: Final[dict[str, Any]] = {
     "type": "record",

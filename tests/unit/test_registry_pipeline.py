@@ -8,13 +8,13 @@ import asyncio
 import io
 import struct
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import fastavro
 import orjson
 import pytest
 
+from ometria_dev.demo_avro import SCHEMA_DIR
 from tests.fakes.clock import run
 from tests.fakes.harness import Harness
 from worker.envelope import EnvelopeConfig, WriterSchema
@@ -24,7 +24,7 @@ from worker.registry.avro import AvroSchema
 from worker.registry.client import RegistryUnavailable, UnknownSchemaId
 from worker.registry.jsonschema import JsonSchemaWriter
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "data" / "registry-schemas"
+SCHEMAS = SCHEMA_DIR  # the demo's schema file, its only copy
 
 BASKET_V1: dict[str, Any] = {
     "type": "record",
