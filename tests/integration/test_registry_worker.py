@@ -25,7 +25,7 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from ometria_dev.demo_avro import SCHEMA_DIR
+from ometria_dev.demo_avro import BASKET_V1, BASKET_V2, SCHEMA_DIR
 from ometria_dev.stub import running_stub
 from tests.fixtures.kafka_helpers import MakeTopic, Record, committed_offsets, consume_all, produce
 from tests.fixtures.schema_registry import (
@@ -47,35 +47,6 @@ pytestmark = [pytest.mark.integration]
 
 SCHEMAS: Final = SCHEMA_DIR  # the demo's schema file, its only copy
 
-BASKET_V1: Final[dict[str, Any]] = {
-    "type": "record",
-    "name": "BasketItemAdded",
-    "namespace": "com.shop",
-    "fields": [
-        {"name": "event_id", "type": "string"},
-        {
-            "name": "visitor",
-            "type": {
-                "type": "record",
-                "name": "Visitor",
-                "fields": [
-                    {"name": "uid", "type": "string"},
-                    {"name": "session", "type": "string"},
-                ],
-            },
-        },
-        {"name": "sku", "type": "string"},
-        {"name": "quantity", "type": "int"},
-        {
-            "name": "unit_price",
-            "type": {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2},
-        },
-    ],
-}
-BASKET_V2: Final[dict[str, Any]] = {
-    **BASKET_V1,
-    "fields": [*BASKET_V1["fields"], {"name": "currency", "type": "string", "default": "GBP"}],
-}
 BASKET_JSON: Final[dict[str, Any]] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
     "title": "com.shop.BasketItemAdded",

@@ -342,8 +342,8 @@ def test_run_logs_each_unsafe_transport_setting_as_a_warning(
 ) -> None:
     from worker.commands import run as run_cmd  # noqa: PLC0415
 
-    async def no_worker(settings: Settings, pipeline: object) -> int:
-        del settings, pipeline
+    async def no_worker(settings: Settings, pipeline: object, registry: object) -> int:
+        del settings, pipeline, registry
         return 0
 
     monkeypatch.setattr(run_cmd, "_main", no_worker)

@@ -14,7 +14,7 @@ import fastavro
 import orjson
 import pytest
 
-from ometria_dev.demo_avro import SCHEMA_DIR
+from ometria_dev.demo_avro import BASKET_V1, BASKET_V2, SCHEMA_DIR
 from tests.fakes.clock import run
 from tests.fakes.harness import Harness
 from worker.envelope import EnvelopeConfig, WriterSchema
@@ -26,36 +26,6 @@ from worker.registry.jsonschema import JsonSchemaWriter
 
 SCHEMAS = SCHEMA_DIR  # the demo's schema file, its only copy
 
-BASKET_V1: dict[str, Any] = {
-    "type": "record",
-    "name": "BasketItemAdded",
-    "namespace": "com.shop",
-    "fields": [
-        {"name": "event_id", "type": "string"},
-        {
-            "name": "visitor",
-            "type": {
-                "type": "record",
-                "name": "Visitor",
-                "fields": [
-                    {"name": "uid", "type": "string"},
-                    {"name": "session", "type": "string"},
-                ],
-            },
-        },
-        {"name": "sku", "type": "string"},
-        {"name": "quantity", "type": "int"},
-        {
-            "name": "unit_price",
-            "type": {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2},
-        },
-    ],
-}
-# A compatible evolution: a field with a default (BACKWARD compatible).
-BASKET_V2: dict[str, Any] = {
-    **BASKET_V1,
-    "fields": [*BASKET_V1["fields"], {"name": "currency", "type": "string", "default": "GBP"}],
-}
 ORDER: dict[str, Any] = {"type": "record", "name": "OrderPlaced", "namespace": "com.shop",
                          "fields": [{"name": "id", "type": "string"}]}  # fmt: skip
 
