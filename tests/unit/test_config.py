@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import certifi
@@ -275,3 +277,36 @@ def test_readme_shows_each_setting_with_its_default(section: type) -> None:
             assert "`" not in cell, f"{variable}: README shows a default, it has none"
         else:
             assert cell.startswith(shown(default)), f"{variable}: README says {cell}"
+
+
+def test_the_envelopes_problems_are_reported_with_the_others() -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(WORKER_ENVELOPE="xml", WORKER_CONCURRENCY="0", KAFKA_TOPICS="")
+    assert info.value.problems == [
+        "KAFKA_TOPICS is required",
+        "WORKER_CONCURRENCY must be between 1 and 4096, got 0",
+        "WORKER_ENVELOPE must be 'cloudevents' or 'selector', not 'xml'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("load", "ignored"),
+    [
+        # each command's section reads only its own variables
+        (OmetriaSettings.from_env, "KAFKA_CONFIG_GROUP_ID"),
+        (partial(KafkaSettings.from_env, consume=False), "OMETRIA_KEY"),
+        (PipelineSettings.from_env, "WORKER_CONCURRENCY"),
+    ],
+)
+def test_a_section_reads_only_its_variables(
+    load: Callable[[dict[str, str]], object], ignored: str
+) -> None:
+    broken = {
+        "KAFKA_CONFIG_GROUP_ID": "x",
+        "OMETRIA_KEY": "half a pair",
+        "WORKER_CONCURRENCY": "many",
+    }
+    env = {**BASE, **{name: value for name, value in broken.items() if name == ignored}}
+    load(env)  # no ConfigError
+    with pytest.raises(ConfigError):
+        Settings.from_env(env)  # while run reads them all
