@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         # The pipeline the worker would build: its settings, then --schema-dir.
         pipeline = Pipeline.from_settings(PipelineSettings.from_env(), extra_dirs=args.schema_dirs)
-    except ConfigError as exc:
+    except ConfigError as exc:  # map's line names the variable first, as it always has
         print(f"ometria-worker map: {'; '.join(exc.problems)}", file=sys.stderr)
         return 2
     except SchemaError as exc:

@@ -7,6 +7,10 @@
   each directory, as the worker would, and report every problem with its file. Exit 0
   with a summary (which schemas are new, which replace a built-in), 1 when anything is
   broken (including a directory with no schema files at all).
+
+Both read the pipeline's settings (``WORKER_SCHEMA_DIRS``, ``WORKER_BUILTIN_SCHEMAS``, and
+the envelope's and record size's, validated as the worker does): exit 2 when one is
+malformed.
 """
 
 from __future__ import annotations
