@@ -57,7 +57,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from worker.config import Settings
+from worker.config import DeliverySettings, Settings
 from worker.delivery import Deliverer, RetryPolicy
 from worker.flow import Committer, FlowLimits, Positions
 from worker.intake import Assignment, Intake, Listener
@@ -107,7 +107,7 @@ class IntakeRunner(Protocol):
 IntakeFactory = Callable[[Listener, FlowLimits, asyncio.AbstractEventLoop], IntakeRunner]
 
 
-def flow_limits(settings: Settings) -> FlowLimits:
+def flow_limits(settings: DeliverySettings) -> FlowLimits:
     """The in-flight bounds from the settings."""
     return FlowLimits(
         max_records=settings.max_in_flight,
@@ -136,7 +136,7 @@ class Worker:
         self.pipeline = pipeline
         self.metrics = metrics or Metrics()
         self.partitions: dict[TP, Partition] = {}
-        self.scheduler = Scheduler(settings.concurrency)
+        self.scheduler = Scheduler(settings.delivery.concurrency)
         self.state = "starting"
         self.exit_code = EXIT_OK
         self._make_intake = intake
@@ -178,7 +178,7 @@ class Worker:
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT or a fatal fault; returns the process exit code."""
-        s = self.settings
+        s = self.settings.delivery
         loop = asyncio.get_running_loop()
         clock = self._clock = loop.time
         self._last_summary = (clock(), 0, 0)
@@ -207,21 +207,24 @@ class Worker:
         self._committer = Committer(self.intake, self._positions, clock=clock)
         self._runner.start()
         self._set_state("running")
+        kafka, ometria = self.settings.kafka, self.settings.ometria
         log.info(
             "worker_started",
-            topics=list(s.topics),
-            group=s.group_id,
+            topics=list(kafka.topics),
+            group=kafka.group_id,
             ordering=s.ordering,
             concurrency=s.concurrency,
-            ometria=s.base_url,
-            auth="basic" if s.auth else "ip-restriction",
+            ometria=ometria.base_url,
+            auth="basic" if ometria.auth else "ip-restriction",
             schemas=len(self.pipeline.registry.list()),
         )
         committer = self._committer
         periodic = [
             # Store often (cheap, local); librdkafka commits what is stored every interval.
             loop.create_task(self._every(s.commit_interval / 4, committer.store)),
-            loop.create_task(self._every(s.summary_interval, self._summary)),
+            loop.create_task(
+                self._every(self.settings.observability.summary_interval, self._summary)
+            ),
         ]
         try:
             await self._stop_event.wait()
@@ -259,7 +262,7 @@ class Worker:
         partitions = list(self.partitions.values())
         for partition in partitions:
             partition.close()
-        drain = self._drain_timeout(self.settings.drain_timeout)
+        drain = self._drain_timeout(self.settings.delivery.drain_timeout)
         results = await asyncio.gather(*(p.drain(drain) for p in partitions))
         abandoned = sum(1 for ok in results if not ok)
         self._committer.enabled = False
@@ -299,7 +302,7 @@ class Worker:
     def on_assigned(self, assignments: list[Assignment]) -> None:
         """New partitions: fresh lanes and offsets, and what a previous owner finished."""
         self._rebalances += 1
-        by_key = self.settings.ordering == "key"
+        by_key = self.settings.delivery.ordering == "key"
         for assignment in assignments:
             committed = assignment.committed
             skip = (
@@ -332,7 +335,7 @@ class Worker:
         for partition in revoked:
             partition.close()
         started = self._clock()
-        drain = self._drain_timeout(self.settings.rebalance_drain_timeout)
+        drain = self._drain_timeout(self.settings.delivery.rebalance_drain_timeout)
         results = await asyncio.gather(*(p.drain(drain) for p in revoked))
         log.info(
             "partitions_revoked",
@@ -450,7 +453,7 @@ class Worker:
                 await self._dead_letter(record, failure, attempts)
                 return
             self.metrics.delivered += 1
-            if self.settings.log_payloads:
+            if self.settings.observability.log_payloads:
                 log.debug("delivered", schema=prepared.schema, body=prepared.body.decode())
         except asyncio.CancelledError:
             raise
@@ -471,7 +474,7 @@ class Worker:
         ``/readyz`` and ``schema_registry_failing`` show it); an id the registry does not
         know is ``unknown_schema``, a schema the worker cannot read ``undecodable``."""
         schemas = self._schemas
-        s = self.settings
+        s = self.settings.delivery
         while True:
             if schemas is None:
                 return Failure("undecodable", "no Schema Registry", "decode", schema_id=schema_id)
@@ -528,7 +531,7 @@ class Worker:
             "dead_lettered",
             reason=failure.reason,
             # The detail may quote event values (personal data): only in debug mode.
-            detail=failure.detail if self.settings.log_payloads else None,
+            detail=failure.detail if self.settings.observability.log_payloads else None,
             stage=failure.stage,
             schema=failure.schema,
             http_status=failure.http_status,
@@ -626,7 +629,7 @@ class Worker:
         now = self._clock()
         polled_ago = now - intake.last_poll if intake is not None and intake.last_poll else None
         stalled_for = max((now - since for since in self._stalled.values()), default=0.0)
-        timeout = self.settings.liveness_timeout
+        timeout = self.settings.observability.liveness_timeout
         return {
             "state": self.state,
             "polled_ago_s": polled_ago,

@@ -209,36 +209,6 @@ class EnvelopeConfig:
         if self.type_header is None and self.type_pointer is None:
             raise ValueError("selector mode needs type_header or type_pointer")
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> EnvelopeConfig:
-        """Read ``WORKER_ENVELOPE`` and ``WORKER_ENVELOPE_*`` (see docs/schemas.md).
-
-        Empty variables count as unset. Raises ``ValueError`` naming the variable at fault.
-        """
-        names = {f.name: f"WORKER_ENVELOPE_{f.name.upper()}" for f in fields(cls)}
-        names["mode"] = "WORKER_ENVELOPE"
-        values: dict[str, str] = {}
-        for field_name, env_name in names.items():
-            raw = environ.get(env_name, "").strip()
-            if raw:
-                values[field_name] = raw
-        mode = values.pop("mode", "cloudevents").lower()
-        if mode not in ("cloudevents", "selector"):
-            raise ValueError(f"WORKER_ENVELOPE must be 'cloudevents' or 'selector', not {mode!r}")
-        selector_values = sorted(set(values) - {"registry_id_pointer"})
-        if mode == "cloudevents" and selector_values:
-            first = names[selector_values[0]]
-            raise ValueError(f"{first} is set but WORKER_ENVELOPE is not 'selector'")
-        try:
-            return cls(mode="selector" if mode == "selector" else "cloudevents", **values)
-        except ValueError as exc:
-            message = str(exc)
-            # Speak the operator's language: field names become variable names.
-            for field_name in sorted(names, key=len, reverse=True):
-                if field_name != "mode":
-                    message = message.replace(field_name, names[field_name])
-            raise ValueError(message) from None
-
 
 class WriterSchema(Protocol):
     """A registry writer schema, compiled: decodes the payload of a framed record."""

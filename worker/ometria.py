@@ -28,12 +28,15 @@ import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 import orjson
 
 from worker import __version__
+
+if TYPE_CHECKING:
+    from worker.config import OmetriaSettings
 
 ErrorKind = Literal["tls", "dns", "connect", "timeout", "reset", "protocol", "unexpected"]
 
@@ -137,6 +140,33 @@ class OmetriaClient:
                 "pool": None,
             }
         }
+
+    @classmethod
+    def from_settings(
+        cls, settings: OmetriaSettings, *, concurrency: int = 1, timeout: float | None = None
+    ) -> OmetriaClient:
+        """The client of the Ometria settings, for ``concurrency`` requests at once.
+
+        ``timeout`` bounds a probe (``check --timeout``): it is the attempt timeout and
+        caps the connect and read timeouts.
+        """
+        connect, read, attempt = (
+            settings.connect_timeout,
+            settings.read_timeout,
+            settings.attempt_timeout,
+        )
+        if timeout is not None:
+            connect, read, attempt = min(connect, timeout), min(read, timeout), timeout
+        return cls(
+            settings.base_url,
+            auth=settings.auth,
+            concurrency=concurrency,
+            connect_timeout=connect,
+            read_timeout=read,
+            attempt_timeout=attempt,
+            verify=settings.tls_verify,
+            transport=settings.http_transport,
+        )
 
     def _url(self, path: str) -> httpx.URL:
         url = self._urls.get(path)

@@ -20,9 +20,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 import orjson
 
+from worker.config import PipelineSettings
 from worker.envelope import MISSING, Decoder, EnvelopeConfig, Event, WriterLookup
 from worker.numbers import orjson_default
 from worker.outcome import Failure, Mapped, NeedsSchema
@@ -31,7 +33,8 @@ from worker.schemas import Registry
 
 __all__ = ["DEFAULT_MAX_BYTES", "Pipeline"]
 
-DEFAULT_MAX_BYTES = 1_048_576
+#: The worker's own default (WORKER_MAX_RECORD_BYTES).
+DEFAULT_MAX_BYTES: Final = PipelineSettings().max_record_bytes
 
 
 class Pipeline:
@@ -71,6 +74,25 @@ class Pipeline:
         Raises :class:`~worker.schemas.SchemaError` naming each broken file.
         """
         return cls(Registry.load(extra_dirs), envelope, max_bytes, writers)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: PipelineSettings,
+        *,
+        extra_dirs: Sequence[Path] = (),
+        writers: WriterLookup | None = None,
+    ) -> Pipeline:
+        """The pipeline of ``settings``: the built-in schemas (``WORKER_BUILTIN_SCHEMAS``),
+        ``WORKER_SCHEMA_DIRS`` then ``extra_dirs`` (later dirs win), the envelope and the
+        size limit.
+
+        Raises :class:`~worker.schemas.SchemaError` naming each broken file.
+        """
+        registry = Registry.load(
+            [*settings.schema_dirs, *extra_dirs], builtin_override=settings.builtin_schemas
+        )
+        return cls(registry, settings.envelope, settings.max_record_bytes, writers)
 
     def process(
         self, value: bytes | None, headers: Headers | None

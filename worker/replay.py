@@ -28,16 +28,11 @@ from typing import Any, Final, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from worker.config import Settings
+from worker.config import KafkaSettings
 from worker.records import Header
 
 #: Every header the dead-letter writer adds starts with this; replay removes them all.
 DLQ_HEADER_PREFIX: Final = "dlq."
-
-#: Stands in for KAFKA_TOPICS, which replay never reads (parentheses: never a topic name).
-_UNUSED_TOPIC: Final = "(unused)"
-#: Stands in for the Ometria settings, which replay never reads.
-_UNUSED_URL: Final = "http://unused.invalid"
 
 
 class ReplayError(Exception):
@@ -253,21 +248,20 @@ def kafka_settings(
     *,
     bootstrap_servers: str | None = None,
     dlq_topic: str | None = None,
-) -> Settings:
-    """The worker's Kafka settings (bootstrap, dead-letter topic, ``KAFKA_CONFIG_*``)
-    parsed by :meth:`Settings.from_env`, without requiring KAFKA_TOPICS or the Ometria
-    variables, which replay does not use. Raises :class:`~worker.config.ConfigError`."""
-    env = {name: value for name, value in environ.items() if name.startswith("KAFKA_")}
+) -> KafkaSettings:
+    """The worker's Kafka section (bootstrap, dead-letter topic, ``KAFKA_CONFIG_*``) as
+    ``run`` reads it, but for KAFKA_TOPICS, which replay does not consume; the command
+    line's ``bootstrap_servers`` and ``dlq_topic`` replace the environment's. Raises
+    :class:`~worker.config.ConfigError`."""
+    env = dict(environ)
     if bootstrap_servers:
         env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap_servers
     if dlq_topic:
         env["KAFKA_DLQ_TOPIC"] = dlq_topic
-    env["KAFKA_TOPICS"] = _UNUSED_TOPIC
-    env["OMETRIA_BASE_URL"] = _UNUSED_URL
-    return Settings.from_env(env)
+    return KafkaSettings.from_env(env, consume=False)
 
 
-def reader_config(settings: Settings) -> dict[str, Any]:
+def reader_config(settings: KafkaSettings) -> dict[str, Any]:
     """Consumer settings for reading the dead-letter topic: the worker's connection and
     pass-through settings, a throwaway group id (librdkafka wants one) that never joins
     nor commits, and librdkafka's own log lines silenced (errors reach us as exceptions
@@ -285,7 +279,7 @@ def reader_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
-def republisher_config(settings: Settings, timeout: float) -> dict[str, Any]:
+def republisher_config(settings: KafkaSettings, timeout: float) -> dict[str, Any]:
     """Producer settings for replay: the dead-letter producer's (idempotent, acks=all),
     a delivery timeout of ``timeout`` seconds, and, unless ``KAFKA_CONFIG_PARTITIONER``
     says otherwise, Java's key partitioner (what most producers of source topics use)."""

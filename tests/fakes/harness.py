@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from functools import cache
 from typing import Any
 
@@ -31,7 +31,13 @@ from tests.fakes.ometria import FakeOmetria
 from tests.fakes.sink import MemoryDeadLetters
 from tests.fakes.source import MemorySource
 from worker.app import Worker
-from worker.config import Settings
+from worker.config import (
+    DeliverySettings,
+    KafkaSettings,
+    ObservabilitySettings,
+    OmetriaSettings,
+    Settings,
+)
 from worker.flow import FlowLimits
 from worker.intake import POLL_TIMEOUT, Intake, Listener
 from worker.pipeline import Pipeline
@@ -42,6 +48,26 @@ from worker.records import TP, Headers, SchemaSource
 def default_pipeline() -> Pipeline:
     """The built-in schemas, loaded once per test session."""
     return Pipeline.load()
+
+
+def worker_settings(topics: tuple[str, ...] = ("t",), **changes: Any) -> Settings:
+    """A test worker's settings: in-memory Kafka and Ometria, short retries, no summary
+    lines; ``changes`` sets fields of any section by name (``ordering="key"``)."""
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers="memory", topics=topics),
+        ometria=OmetriaSettings(base_url="http://ometria.test"),
+        delivery=DeliverySettings(retry_base=0.05, retry_cap=1.0),
+        observability=ObservabilitySettings(summary_interval=3600.0),
+    )
+    sections: dict[str, Any] = {}
+    for each in fields(settings):
+        section = getattr(settings, each.name)
+        mine = {name: changes.pop(name) for name in section.__dataclass_fields__ if name in changes}
+        if mine:
+            sections[each.name] = replace(section, **mine)
+    if changes:
+        raise TypeError(f"no such setting: {', '.join(sorted(changes))}")
+    return replace(settings, **sections)
 
 
 def event(event_id: str, uid: str = "u1", page: str = "home") -> bytes:
@@ -140,15 +166,7 @@ class Harness:
         self.source = MemorySource(partitions=dict(parts))
         self.sink = MemoryDeadLetters()
         self.ometria = FakeOmetria()
-        base = Settings(
-            bootstrap_servers="memory",
-            topics=tuple(parts),
-            base_url="http://ometria.test",
-            summary_interval=3600.0,
-            retry_base=0.05,
-            retry_cap=1.0,
-        )
-        self.settings = replace(base, **settings)
+        self.settings = worker_settings(tuple(parts), **settings)
         self.worker = Worker(
             self.settings,
             pipeline or default_pipeline(),
@@ -166,7 +184,11 @@ class Harness:
         self, listener: Listener, limits: FlowLimits, loop: asyncio.AbstractEventLoop
     ) -> InlineIntake:
         self.runner = InlineIntake(
-            self.source, listener, limits, loop, commit_interval=self.settings.commit_interval
+            self.source,
+            listener,
+            limits,
+            loop,
+            commit_interval=self.settings.delivery.commit_interval,
         )
         return self.runner
 
@@ -189,7 +211,11 @@ class Harness:
     ) -> None:
         """Append one record to the in-memory topic."""
         self.source.produce(
-            topic or self.settings.topics[0], value, key=key, partition=partition, headers=headers
+            topic or self.settings.kafka.topics[0],
+            value,
+            key=key,
+            partition=partition,
+            headers=headers,
         )
 
     def produce_events(

@@ -13,8 +13,8 @@ import pytest
 
 from ometria_dev.stub import StubHandle, running_stub
 from worker.cli import main
-from worker.commands.query import build_body, ometria_settings
-from worker.config import ConfigError
+from worker.commands.query import build_body
+from worker.config import ConfigError, OmetriaSettings
 
 SECRET = "query-secret-never-printed"
 
@@ -174,7 +174,7 @@ def test_missing_ometria_settings_exit_2_naming_them(
 
 
 def test_ometria_settings_read_only_ometria_variables() -> None:
-    settings = ometria_settings(
+    settings = OmetriaSettings.from_env(
         {
             "OMETRIA_DOMAIN_KEY": "shop",
             "OMETRIA_LOCATION_KEY": "eu1",
@@ -187,7 +187,7 @@ def test_ometria_settings_read_only_ometria_variables() -> None:
     assert settings.base_url == "https://shop.store-eu1.ometria.services"
     assert settings.auth == ("k", "s")
     with pytest.raises(ConfigError) as caught:
-        ometria_settings({"OMETRIA_BASE_URL": "ftp://x", "OMETRIA_KEY": "k"})
+        OmetriaSettings.from_env({"OMETRIA_BASE_URL": "ftp://x", "OMETRIA_KEY": "k"})
     assert caught.value.problems == [
         "OMETRIA_BASE_URL must be an http(s) URL such as https://host:port",
         "OMETRIA_SECRET is required when the other half of the key pair is set",

@@ -29,7 +29,7 @@ import structlog
 
 from worker.cli import main
 from worker.commands import check as check_cmd
-from worker.config import Settings
+from worker.config import OmetriaSettings, Settings
 from worker.delivery import Deliverer, RetryPolicy
 from worker.metrics import Metrics
 from worker.ometria import Answer, OmetriaClient
@@ -263,7 +263,7 @@ def test_check_prints_the_real_cause_and_its_fix(
         WORKER_HTTP_TRANSPORT=transport,
     )
     report = check_cmd._Report()
-    check_cmd._check_ometria(Settings.from_env(), 30.0, report)
+    check_cmd._check_ometria(OmetriaSettings.from_env(), 30.0, report)
     kind, detail = EXPECTED[case]
     out = capsys.readouterr().out
     prefix = f"FAIL ometria: cannot reach {url} ({kind}: {detail}"
@@ -289,7 +289,7 @@ def test_check_reports_an_unexpected_error_as_a_bug_with_its_traceback(
         OMETRIA_BASE_URL="http://127.0.0.1:9",
         WORKER_HTTP_TRANSPORT="httpx",
     )
-    check_cmd._check_ometria(Settings.from_env(), 5.0, check_cmd._Report())
+    check_cmd._check_ometria(OmetriaSettings.from_env(), 5.0, check_cmd._Report())
     out, err = capsys.readouterr()
     assert out.startswith(
         "FAIL ometria: cannot reach http://127.0.0.1:9"

@@ -12,6 +12,7 @@ from email.utils import formatdate
 import pytest
 
 from tests.fakes.clock import run
+from worker.config import OmetriaSettings, Secret
 from worker.delivery import Deliverer, RetryPolicy
 from worker.metrics import Metrics
 from worker.ometria import Answer, OmetriaClient
@@ -199,3 +200,38 @@ def test_client_translates_connection_refused_into_an_answer() -> None:
     answer = asyncio.run(main())  # real sockets: the ordinary loop
     assert answer.status is None
     assert answer.error is not None
+
+
+@pytest.mark.parametrize(
+    ("timeout", "limits"),
+    [
+        (None, (5.0, 10.0, 15.0)),  # run and query: the settings as they are
+        (7.0, (5.0, 7.0, 7.0)),  # check --timeout 7: caps connect and read, is the attempt
+        (30.0, (5.0, 10.0, 30.0)),
+    ],
+)
+def test_client_from_settings_and_a_probes_timeout(
+    timeout: float | None, limits: tuple[float, float, float]
+) -> None:
+    settings = OmetriaSettings(
+        base_url="https://ometria.example/",
+        ometria_key=Secret("k"),
+        ometria_secret=Secret("s"),
+        http_transport="httpx",
+    )
+
+    async def main() -> OmetriaClient:
+        client = OmetriaClient.from_settings(settings, timeout=timeout)
+        await client.aclose()
+        return client
+
+    client = asyncio.run(main())
+    assert client.base_url == "https://ometria.example"
+    assert (b"authorization", b"Basic azpz") in client._headers  # base64 of k:s
+    connect, read, attempt = limits
+    assert client._limits == {  # the limits a timeout's detail names
+        "connect timeout": connect,
+        "read timeout": read,
+        "write timeout": read,
+        "attempt timeout": attempt,
+    }

@@ -21,11 +21,9 @@ BASE = {
 
 
 def test_the_default_bound_is_128_mib() -> None:
-    assert Settings.from_env(BASE).max_in_flight_bytes == 128 * 1024 * 1024
-    assert (
-        Settings.from_env({**BASE, "WORKER_MAX_IN_FLIGHT_BYTES": "1000"}).max_in_flight_bytes
-        == 1000
-    )
+    assert Settings.from_env(BASE).delivery.max_in_flight_bytes == 128 * 1024 * 1024
+    bound = Settings.from_env({**BASE, "WORKER_MAX_IN_FLIGHT_BYTES": "1000"})
+    assert bound.delivery.max_in_flight_bytes == 1000
 
 
 @pytest.mark.parametrize(

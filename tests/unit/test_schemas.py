@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from worker.schemas import (
     default_builtin_dir,
     load_dir,
     load_file,
-    schema_dirs_from_env,
     schema_files,
 )
 from worker.schemas.runtime import schema_type
@@ -146,28 +144,22 @@ def test_missing_builtin_dir_says_how_to_fix_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, configured: str, problem: str
 ) -> None:
     missing = tmp_path / "nowhere"
-    if configured:
-        monkeypatch.setenv("WORKER_BUILTIN_SCHEMAS", str(missing))
-    else:
-        monkeypatch.delenv("WORKER_BUILTIN_SCHEMAS", raising=False)
+    if not configured:
         monkeypatch.setattr("worker.schemas.loading.BUILTIN_DIR", missing)
     with pytest.raises(SchemaError) as raised:
-        Registry.load()
+        Registry.load(builtin_override=missing if configured else None)
     ((path, why),) = raised.value.problems
     assert path == missing
     assert why.startswith(problem)
 
 
-def test_builtin_dir_comes_from_worker_builtin_schemas(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_builtin_dir_comes_from_worker_builtin_schemas(tmp_path: Path) -> None:
     # an override, e.g. to try changed built-ins without reinstalling
     write(tmp_path / "thing.yaml", VALID)
-    monkeypatch.setenv("WORKER_BUILTIN_SCHEMAS", str(tmp_path))
-    assert builtin_dir() == tmp_path
-    assert [(t, m) for t, m, _ in Registry.load().list()] == [("shop.thing.happened", 1)]
-    assert builtin_dir({"WORKER_BUILTIN_SCHEMAS": " "}) == BUILTIN_DIR
-    assert builtin_dir({}) == BUILTIN_DIR
+    assert builtin_dir(tmp_path) == tmp_path
+    listed = Registry.load(builtin_override=tmp_path).list()
+    assert [(t, m) for t, m, _ in listed] == [("shop.thing.happened", 1)]
+    assert builtin_dir() == BUILTIN_DIR
 
 
 def test_registry_without_builtins_is_empty() -> None:
@@ -435,12 +427,6 @@ def test_hidden_entries_are_skipped_like_a_mounted_configmap(tmp_path: Path) -> 
     (tmp_path / "README.md").write_text("# notes", encoding="utf-8")
     assert schema_files(tmp_path) == [tmp_path / "thing.yaml"]
     assert [s.type for s in load_dir(tmp_path)] == ["shop.thing.happened"]
-
-
-def test_schema_dirs_from_env() -> None:
-    environ = {"WORKER_SCHEMA_DIRS": f" /a{os.pathsep}/b , /c,,"}
-    assert schema_dirs_from_env(environ) == [Path("/a"), Path("/b"), Path("/c")]
-    assert schema_dirs_from_env({}) == []
 
 
 def test_schema_error_lists_every_problem() -> None:

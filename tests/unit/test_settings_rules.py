@@ -132,7 +132,7 @@ def test_settings_redacted_masks_every_secret_setting_and_no_public_one() -> Non
             continue
         if key in EXPECTED_SECRETS:
             assert shown[key] == "***", key
-            assert isinstance(settings.kafka_extra[key], Secret)
+            assert isinstance(settings.kafka.kafka_extra[key], Secret)
         else:
             assert shown[key] == f"value-of-{key}", key
     # ssl_key has no dotted form: KAFKA_CONFIG_SSL_KEY reaches the worker as ssl.key.

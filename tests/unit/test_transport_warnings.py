@@ -109,4 +109,4 @@ def test_a_malformed_base_url_is_a_named_problem(url: str) -> None:
 
 def test_an_at_sign_in_the_path_is_no_credential() -> None:
     url = "https://ometria.example/proxy/@shop"
-    assert Settings.from_env({**BASE, "OMETRIA_BASE_URL": url}).base_url == url
+    assert Settings.from_env({**BASE, "OMETRIA_BASE_URL": url}).ometria.base_url == url

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import traceback
 from typing import Any, Final
@@ -49,9 +48,8 @@ from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
 
 from worker.commands.args import positive_number
-from worker.commands.errors import kafka_text, refused_setting
-from worker.config import ConfigError, Settings
-from worker.envelope import EnvelopeConfig
+from worker.commands.errors import kafka_text, load_settings, refused_setting
+from worker.config import OmetriaSettings, PipelineSettings, Settings
 from worker.ometria import Answer, OmetriaClient
 from worker.pipeline import Pipeline
 from worker.schemas import SchemaError
@@ -125,24 +123,18 @@ class _Report:
 
 def run(args: argparse.Namespace) -> int:
     """Run every check; see the module docstring for the exit status."""
-    try:
-        settings = Settings.from_env()
-        envelope = EnvelopeConfig.from_env(dict(os.environ))
-    except ConfigError as exc:
-        print(f"ometria-worker: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"ometria-worker: invalid configuration: {exc}", file=sys.stderr)
+    settings = load_settings(Settings.from_env)
+    if settings is None:
         return 2
     report = _Report()
     report.ok("settings valid")
     for warning in settings.transport_warnings():
         report.warn(warning)
-    _check_schemas(settings, envelope, report)
+    _check_schemas(settings.pipeline, report)
     _check_kafka(settings, args.timeout, report)
-    if settings.schema_registry_url:
+    if settings.registry.schema_registry_url:
         _check_registry(settings, args.timeout, report)
-    _check_ometria(settings, args.timeout, report)
+    _check_ometria(settings.ometria, args.timeout, report)
     if report.failed:
         print(
             f"ometria-worker check: {report.failed} check(s) failed (the FAIL lines say why)",
@@ -152,11 +144,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_schemas(settings: Settings, envelope: EnvelopeConfig, report: _Report) -> None:
+def _check_schemas(settings: PipelineSettings, report: _Report) -> None:
     try:
-        pipeline = Pipeline.load(
-            settings.schema_dirs, envelope=envelope, max_bytes=settings.max_record_bytes
-        )
+        pipeline = Pipeline.from_settings(settings)
     except SchemaError as exc:
         for path, problem in exc.problems:
             report.fail(f"schema {path}: {problem}: fix the file or WORKER_SCHEMA_DIRS")
@@ -185,7 +175,7 @@ def _check_kafka(settings: Settings, timeout: float, report: _Report) -> None:
         errors.append(str(error.str()))
 
     config: dict[str, Any] = {**admin_config(settings), "error_cb": on_error}
-    bootstrap = settings.bootstrap_servers
+    bootstrap = settings.kafka.bootstrap_servers
     try:
         admin = AdminClient(config)
     except KafkaException as exc:
@@ -206,8 +196,8 @@ def _check_kafka(settings: Settings, timeout: float, report: _Report) -> None:
     report.ok(f"broker {bootstrap} reachable ({count} broker{'s' if count != 1 else ''})")
 
     # (topic, what it is, the variable that names it, the operation the worker needs)
-    checks = [(topic, "topic", "KAFKA_TOPICS", "READ") for topic in settings.topics]
-    checks.append((settings.dlq_topic, "dead-letter topic", "KAFKA_DLQ_TOPIC", "WRITE"))
+    checks = [(topic, "topic", "KAFKA_TOPICS", "READ") for topic in settings.kafka.topics]
+    checks.append((settings.kafka.dlq_topic, "dead-letter topic", "KAFKA_DLQ_TOPIC", "WRITE"))
     problems = {
         topic: _topic_problem(metadata, topic, what, variable)
         for topic, what, variable, _ in checks
@@ -303,7 +293,7 @@ def shown_url(url: str) -> str:
 def _check_registry(settings: Settings, timeout: float, report: _Report) -> None:
     from worker.registry.client import RegistryError  # noqa: PLC0415
 
-    url = shown_url(settings.schema_registry_url)
+    url = shown_url(settings.registry.schema_registry_url)
     try:
         subjects = asyncio.run(_registry_subjects(settings, timeout))
     except RegistryError as exc:
@@ -313,7 +303,7 @@ def _check_registry(settings: Settings, timeout: float, report: _Report) -> None
         )
         return
     report.ok(f"schema registry {url} answered: {len(subjects)} subject(s)")
-    for topic in settings.topics:
+    for topic in settings.kafka.topics:
         mine = sorted(s for s in subjects if s.startswith(f"{topic}-"))
         if mine:
             report.ok(f"schema registry subjects for topic {topic}: {', '.join(mine)}")
@@ -327,19 +317,14 @@ def _check_registry(settings: Settings, timeout: float, report: _Report) -> None
 async def _registry_subjects(settings: Settings, timeout: float) -> list[str]:
     from worker.registry.client import RegistryClient  # noqa: PLC0415
 
-    client = RegistryClient(
-        settings.schema_registry_url,
-        auth=settings.schema_registry_auth,
-        verify=settings.schema_registry_tls_verify,
-        timeout=timeout,
-    )
+    client = RegistryClient.from_settings(settings.registry, timeout=timeout)
     try:
         return await client.subjects()
     finally:
         await client.aclose()
 
 
-def _check_ometria(settings: Settings, timeout: float, report: _Report) -> None:
+def _check_ometria(settings: OmetriaSettings, timeout: float, report: _Report) -> None:
     answer = asyncio.run(_probe_ometria(settings, timeout))
     url = shown_url(settings.base_url)
     status: int | None = answer.status
@@ -369,17 +354,8 @@ def _check_ometria(settings: Settings, timeout: float, report: _Report) -> None:
         )
 
 
-async def _probe_ometria(settings: Settings, timeout: float) -> Answer:
-    client = OmetriaClient(
-        settings.base_url,
-        auth=settings.auth,
-        concurrency=1,
-        connect_timeout=min(settings.connect_timeout, timeout),
-        read_timeout=min(settings.read_timeout, timeout),
-        attempt_timeout=timeout,
-        verify=settings.tls_verify,
-        transport=settings.http_transport,
-    )
+async def _probe_ometria(settings: OmetriaSettings, timeout: float) -> Answer:
+    client = OmetriaClient.from_settings(settings, timeout=timeout)
     try:
         answer, _ = await client.query(dict(PROBE_QUERY))
     finally:

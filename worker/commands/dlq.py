@@ -26,8 +26,7 @@ from typing import TextIO
 from confluent_kafka import KafkaException
 
 from worker.commands.args import positive_number
-from worker.commands.errors import refused_setting
-from worker.config import ConfigError
+from worker.commands.errors import load_settings, refused_setting
 from worker.outcome import REASONS
 from worker.replay import (
     DeadLetter,
@@ -128,12 +127,13 @@ def run(args: argparse.Namespace) -> int:
     if args.since is not None and args.until is not None and args.since >= args.until:
         print(f"{_PROG}: --since must be before --until", file=sys.stderr)
         return 2
-    try:
-        settings = kafka_settings(
+    settings = load_settings(
+        lambda: kafka_settings(
             os.environ, bootstrap_servers=args.bootstrap_servers, dlq_topic=args.dlq_topic
-        )
-    except ConfigError as exc:
-        print(f"{_PROG}: {exc}", file=sys.stderr)
+        ),
+        _PROG,
+    )
+    if settings is None:
         return 2
     selection = Selection(
         reasons=frozenset(args.reason),

@@ -13,7 +13,6 @@ usage error (a file that cannot be read, a broken schema directory, a malformed 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +20,10 @@ from typing import BinaryIO
 
 import orjson
 
-from worker.envelope import EnvelopeConfig
+from worker.config import ConfigError, PipelineSettings
 from worker.outcome import Failure, Mapped
-from worker.pipeline import DEFAULT_MAX_BYTES, Pipeline
-from worker.schemas import SchemaError, schema_dirs_from_env
+from worker.pipeline import Pipeline
+from worker.schemas import SchemaError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -53,33 +52,16 @@ def add_schema_dir_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_pipeline(schema_dirs: list[Path]) -> Pipeline:
-    """The pipeline the worker would build: built-ins, WORKER_SCHEMA_DIRS, then ``schema_dirs``.
-
-    Raises ``SchemaError`` or ``ValueError`` (a malformed setting, naming it).
-    """
-    environ = os.environ
-    dirs = [*schema_dirs_from_env(environ), *schema_dirs]
-    envelope = EnvelopeConfig.from_env(environ)
-    raw_max = environ.get("WORKER_MAX_RECORD_BYTES", "").strip()
-    try:
-        max_bytes = int(raw_max) if raw_max else DEFAULT_MAX_BYTES
-    except ValueError:
-        raise ValueError(f"WORKER_MAX_RECORD_BYTES must be an integer, got {raw_max!r}") from None
-    if max_bytes < 1:
-        raise ValueError(f"WORKER_MAX_RECORD_BYTES must be >= 1, got {max_bytes}")
-    return Pipeline.load(dirs, envelope, max_bytes)
-
-
 def run(args: argparse.Namespace) -> int:
     """Map every line; see the module docstring for the exit status."""
     try:
-        pipeline = load_pipeline(args.schema_dirs)
+        # The pipeline the worker would build: its settings, then --schema-dir.
+        pipeline = Pipeline.from_settings(PipelineSettings.from_env(), extra_dirs=args.schema_dirs)
+    except ConfigError as exc:  # map's line names the variable first, as it always has
+        print(f"ometria-worker map: {'; '.join(exc.problems)}", file=sys.stderr)
+        return 2
     except SchemaError as exc:
         print(f"ometria-worker map: broken schema: {exc.summary()}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"ometria-worker map: {exc}", file=sys.stderr)
         return 2
     try:
         source: BinaryIO = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115

@@ -15,35 +15,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
 
-from worker.config import ConfigError, Settings
+from worker.commands.errors import load_settings
+from worker.config import OmetriaSettings
 from worker.ometria import OmetriaClient
 
 _PROG: Final = "ometria-worker query"
-#: Stand in for the Kafka variables, which a query never uses, so from_env accepts the rest.
-_UNUSED_KAFKA: Final = {"KAFKA_BOOTSTRAP_SERVERS": "unused:9092", "KAFKA_TOPICS": "unused"}
-#: The variables besides OMETRIA_* that shape the HTTP client.
-_HTTP_VARIABLES: Final = ("WORKER_HTTP_TRANSPORT",)
-
-
-def ometria_settings(environ: Mapping[str, str]) -> Settings:
-    """The worker's Ometria settings, parsed and validated exactly as ``run`` does, from
-    ``OMETRIA_*`` (and ``WORKER_HTTP_TRANSPORT``) alone: the Kafka and other worker
-    variables are neither required nor read. Raises :class:`~worker.config.ConfigError`
-    naming only Ometria variables."""
-    env = {
-        name: value
-        for name, value in environ.items()
-        if name.startswith("OMETRIA_") or name in _HTTP_VARIABLES
-    }
-    return Settings.from_env({**env, **_UNUSED_KAFKA})
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -120,10 +102,8 @@ def _section(body: dict[str, Any], name: str) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Build the body, send it, print the answer; see the module docstring for exits."""
-    try:
-        settings = ometria_settings(os.environ)
-    except ConfigError as exc:
-        print(f"{_PROG}: {exc}", file=sys.stderr)
+    settings = load_settings(OmetriaSettings.from_env, _PROG)
+    if settings is None:
         return 2
     try:
         file_body = orjson.loads(args.file.read_bytes()) if args.file is not None else None
@@ -145,17 +125,8 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_send(settings, body))
 
 
-async def _send(settings: Settings, body: dict[str, Any]) -> int:
-    client = OmetriaClient(
-        settings.base_url,
-        auth=settings.auth,
-        concurrency=1,
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
-        attempt_timeout=settings.attempt_timeout,
-        verify=settings.tls_verify,
-        transport=settings.http_transport,
-    )
+async def _send(settings: OmetriaSettings, body: dict[str, Any]) -> int:
+    client = OmetriaClient.from_settings(settings)
     try:
         answer, parsed = await client.query(body)
     finally:

@@ -7,7 +7,6 @@ dependencies are imported inside :func:`run` and :func:`_main`.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -31,31 +30,21 @@ def run(args: argparse.Namespace) -> int:
     import structlog  # noqa: PLC0415
     from confluent_kafka import KafkaException  # noqa: PLC0415
 
-    from worker.commands.errors import refused_setting  # noqa: PLC0415
-    from worker.config import ConfigError, Settings  # noqa: PLC0415
-    from worker.envelope import EnvelopeConfig  # noqa: PLC0415
+    from worker.commands.errors import load_settings, refused_setting  # noqa: PLC0415
+    from worker.config import Settings  # noqa: PLC0415
     from worker.observe import configure_logging  # noqa: PLC0415
     from worker.pipeline import Pipeline  # noqa: PLC0415
     from worker.schemas import SchemaError  # noqa: PLC0415
 
-    try:
-        settings = Settings.from_env()
-        envelope = EnvelopeConfig.from_env(dict(os.environ))
-    except ConfigError as exc:
-        print(f"ometria-worker: {exc}", file=sys.stderr)
+    settings = load_settings(Settings.from_env)
+    if settings is None:
         return 2
-    except ValueError as exc:
-        print(f"ometria-worker: invalid configuration: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.observability.log_format, settings.observability.log_level)
     log = structlog.get_logger("worker")
     registry = _registry_client(settings)
     try:
-        pipeline = Pipeline.load(
-            settings.schema_dirs,
-            envelope=envelope,
-            max_bytes=settings.max_record_bytes,
-            writers=registry.cached if registry is not None else None,
+        pipeline = Pipeline.from_settings(
+            settings.pipeline, writers=registry.cached if registry is not None else None
         )
     except SchemaError as exc:
         print(f"ometria-worker: broken schema: {exc.summary()}", file=sys.stderr)
@@ -73,17 +62,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _registry_client(settings: Settings) -> RegistryClient | None:
     """The Schema Registry client, when SCHEMA_REGISTRY_URL is set."""
-    if not settings.schema_registry_url:
+    if not settings.registry.schema_registry_url:
         return None
     from worker.registry.client import RegistryClient  # noqa: PLC0415
 
-    return RegistryClient(
-        settings.schema_registry_url,
-        auth=settings.schema_registry_auth,
-        verify=settings.schema_registry_tls_verify,
-        cache_bytes=settings.schema_registry_cache_bytes,
-        timeout=settings.schema_registry_timeout,
-    )
+    return RegistryClient.from_settings(settings.registry)
 
 
 async def _main(settings: Settings, pipeline: object, registry: RegistryClient | None) -> int:
@@ -111,9 +94,9 @@ async def _main(settings: Settings, pipeline: object, registry: RegistryClient |
             listener,
             limits,
             loop,
-            topics=s.topics,
-            revoke_timeout=s.rebalance_drain_timeout,
-            start_at_earliest=s.auto_offset_reset == "earliest",
+            topics=s.kafka.topics,
+            revoke_timeout=s.delivery.rebalance_drain_timeout,
+            start_at_earliest=s.kafka.auto_offset_reset == "earliest",
         )
 
     metrics = Metrics()
@@ -124,21 +107,12 @@ async def _main(settings: Settings, pipeline: object, registry: RegistryClient |
         metrics=metrics,
         sink=DeadLetterWriter(
             s.producer_config(),
-            s.dlq_topic,
-            truncate_bytes=s.dlq_truncate_bytes,
-            give_up_after=s.dlq_timeout,
+            s.kafka.dlq_topic,
+            truncate_bytes=s.delivery.dlq_truncate_bytes,
+            give_up_after=s.delivery.dlq_timeout,
             on_failure=metrics.dlq_write_failed,
         ),
-        sender=OmetriaClient(
-            s.base_url,
-            auth=s.auth,
-            concurrency=s.concurrency,
-            connect_timeout=s.connect_timeout,
-            read_timeout=s.read_timeout,
-            attempt_timeout=s.attempt_timeout,
-            verify=s.tls_verify,
-            transport=s.http_transport,
-        ),
+        sender=OmetriaClient.from_settings(s.ometria, concurrency=s.delivery.concurrency),
         schemas=registry,
     )
 
@@ -157,19 +131,18 @@ async def _main(settings: Settings, pipeline: object, registry: RegistryClient |
     def scrape() -> tuple[int, str, bytes]:
         return (200, CONTENT_TYPE, metrics.render().encode())
 
+    http = s.observability
     server = HealthServer(
-        settings.http_host,
-        settings.http_port,
+        http.http_host,
+        http.http_port,
         {"/livez": livez, "/readyz": readyz, "/metrics": scrape},
     )
     try:
         await server.start()
     except OSError as exc:
-        print(f"ometria-worker: WORKER_HTTP_PORT {settings.http_port}: {exc}", file=sys.stderr)
+        print(f"ometria-worker: WORKER_HTTP_PORT {http.http_port}: {exc}", file=sys.stderr)
         return 2
-    structlog.get_logger("worker").info(
-        "health_listening", host=settings.http_host, port=server.port
-    )
+    structlog.get_logger("worker").info("health_listening", host=http.http_host, port=server.port)
     try:
         code = await worker.run()
     finally:

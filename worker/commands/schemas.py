@@ -7,17 +7,22 @@
   each directory, as the worker would, and report every problem with its file. Exit 0
   with a summary (which schemas are new, which replace a built-in), 1 when anything is
   broken (including a directory with no schema files at all).
+
+Both read the pipeline's settings (``WORKER_SCHEMA_DIRS``, ``WORKER_BUILTIN_SCHEMAS``, and
+the envelope's and record size's, validated as the worker does): exit 2 when one is
+malformed.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from worker.commands.errors import load_settings
 from worker.commands.map import add_schema_dir_option
+from worker.config import PipelineSettings
 from worker.schemas import (
     CompiledSchema,
     Registry,
@@ -25,7 +30,6 @@ from worker.schemas import (
     builtin_dir,
     load_builtin,
     load_dir,
-    schema_dirs_from_env,
     schema_files,
 )
 
@@ -47,30 +51,43 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """List or check; see the module docstring for the exit status."""
-    if args.action == "check":
-        if not args.dirs:
-            print(f"{_PROG} check: give at least one DIR", file=sys.stderr)
-            return 2
-        return check(args.dirs)
-    if args.dirs:
+    if args.action == "check" and not args.dirs:
+        print(f"{_PROG} check: give at least one DIR", file=sys.stderr)
+        return 2
+    if args.action != "check" and args.dirs:
         print(f"{_PROG}: DIRs are only for `check` (use --schema-dir)", file=sys.stderr)
         return 2
-    dirs = [*schema_dirs_from_env(os.environ), *args.schema_dirs]
+    settings = load_settings(PipelineSettings.from_env, _PROG)
+    if settings is None:
+        return 2
+    if args.action == "check":
+        return check(args.dirs, settings.builtin_schemas)
     try:
-        registry = Registry.load(dirs)
+        registry = Registry.load(
+            [*settings.schema_dirs, *args.schema_dirs], builtin_override=settings.builtin_schemas
+        )
     except SchemaError as exc:
         for path, problem in exc.problems:
             print(f"{_PROG}: {path}: {problem}", file=sys.stderr)
         return 2
-    rows = [(type_, str(model), _display(source)) for type_, model, source in registry.list()]
+    builtin_root = builtin_dir(settings.builtin_schemas)
+    rows = [
+        (type_, str(model), _display(source, builtin_root))
+        for type_, model, source in registry.list()
+    ]
     _table(("TYPE", "MODEL", "SOURCE"), rows)
     return 0
 
 
-def check(dirs: list[Path]) -> int:
-    """Validate each directory; print every problem, or a summary. Returns the exit status."""
+def check(dirs: list[Path], builtin_override: Path | None = None) -> int:
+    """Validate each directory; print every problem, or a summary. Returns the exit status.
+
+    ``builtin_override``: where the built-in schemas are, if not where they were installed
+    (``WORKER_BUILTIN_SCHEMAS``).
+    """
+    builtin_root = builtin_dir(builtin_override)
     try:
-        builtin = {(s.type, s.model) for s in load_builtin()}
+        builtin = {(s.type, s.model) for s in load_builtin(builtin_override)}
     except SchemaError as exc:  # only a broken installation (or WORKER_BUILTIN_SCHEMAS) gets here
         for path, problem in exc.problems:
             print(f"{_PROG} check: built-in schemas: {path}: {problem}", file=sys.stderr)
@@ -93,7 +110,7 @@ def check(dirs: list[Path]) -> int:
         rows = []
         for schema in sorted(schemas, key=lambda s: (s.type, s.model)):
             key = (schema.type, schema.model)
-            if directory.resolve() == builtin_dir().resolve():
+            if directory.resolve() == builtin_root.resolve():
                 effect = "built-in"
             elif key in seen:
                 effect = f"replaces the one in {seen[key]}"
@@ -102,7 +119,7 @@ def check(dirs: list[Path]) -> int:
             else:
                 effect = "new"
             seen[key] = directory
-            rows.append((f"    {schema.name}", effect, _display(schema.source)))
+            rows.append((f"    {schema.name}", effect, _display(schema.source, builtin_root)))
         _table(None, rows)
     if problems:
         print(
@@ -114,9 +131,9 @@ def check(dirs: list[Path]) -> int:
     return 0
 
 
-def _display(path: Path) -> str:
+def _display(path: Path, builtin_root: Path) -> str:
     try:
-        return f"built-in: {path.relative_to(builtin_dir())}"
+        return f"built-in: {path.relative_to(builtin_root)}"
     except ValueError:
         return str(path)
 

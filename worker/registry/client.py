@@ -31,13 +31,16 @@ import ssl
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
 import httpx
 
 from worker.registry.avro import AvroError, AvroSchema
 from worker.registry.jsonschema import JsonSchemaError, JsonSchemaWriter
+
+if TYPE_CHECKING:
+    from worker.config import RegistrySettings
 
 WriterSchema = AvroSchema | JsonSchemaWriter
 
@@ -135,6 +138,20 @@ class RegistryClient:
         self._cache: OrderedDict[int, WriterSchema] = OrderedDict()
         self._cached_size = 0
         self._inflight: dict[int, asyncio.Future[WriterSchema]] = {}
+
+    @classmethod
+    def from_settings(
+        cls, settings: RegistrySettings, *, timeout: float | None = None
+    ) -> RegistryClient:
+        """The client of the Schema Registry settings (``SCHEMA_REGISTRY_URL`` set);
+        ``timeout``, when given, replaces ``SCHEMA_REGISTRY_TIMEOUT`` (``check --timeout``)."""
+        return cls(
+            settings.schema_registry_url,
+            auth=settings.auth,
+            verify=settings.schema_registry_tls_verify,
+            timeout=settings.schema_registry_timeout if timeout is None else timeout,
+            cache_bytes=settings.schema_registry_cache_bytes,
+        )
 
     # --- the API ------------------------------------------------------------------------
 

@@ -58,7 +58,6 @@ from worker.schemas.loading import (
     load_builtin,
     load_dir,
     load_file,
-    schema_dirs_from_env,
     schema_files,
 )
 from worker.schemas.reading import MAX_FILE_BYTES
@@ -80,6 +79,5 @@ __all__ = [
     "load_builtin",
     "load_dir",
     "load_file",
-    "schema_dirs_from_env",
     "schema_files",
 ]

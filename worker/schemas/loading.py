@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -33,7 +33,6 @@ __all__ = [
     "load_builtin",
     "load_dir",
     "load_file",
-    "schema_dirs_from_env",
     "schema_files",
 ]
 
@@ -89,12 +88,19 @@ class Registry:
             self.table[(schema.type, schema.model)] = schema
 
     @classmethod
-    def load(cls, extra_dirs: Sequence[Path] = (), *, builtin: bool = True) -> Registry:
-        """The built-in schemas (unless ``builtin=False``), then each of ``extra_dirs``.
+    def load(
+        cls,
+        extra_dirs: Sequence[Path] = (),
+        *,
+        builtin: bool = True,
+        builtin_override: Path | None = None,
+    ) -> Registry:
+        """The built-in schemas (unless ``builtin=False``; from ``builtin_override`` when
+        given, see :func:`builtin_dir`), then each of ``extra_dirs``.
 
         Raises :class:`SchemaError` listing every broken file of the first broken directory.
         """
-        registry = cls(load_builtin() if builtin else ())
+        registry = cls(load_builtin(builtin_override) if builtin else ())
         for directory in extra_dirs:
             for schema in load_dir(Path(directory)):
                 registry.table[(schema.type, schema.model)] = schema
@@ -116,23 +122,21 @@ class Registry:
         return len(self.table)
 
 
-def builtin_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """Where the built-in schemas are: ``WORKER_BUILTIN_SCHEMAS`` (an override, e.g. to try
-    changed built-ins without reinstalling), else :data:`BUILTIN_DIR`."""
-    configured = (os.environ if environ is None else environ).get("WORKER_BUILTIN_SCHEMAS", "")
-    return Path(configured.strip()) if configured.strip() else BUILTIN_DIR
+def builtin_dir(override: Path | None = None) -> Path:
+    """Where the built-in schemas are: ``override`` (``WORKER_BUILTIN_SCHEMAS``, e.g. to try
+    changed built-ins without reinstalling) when given, else :data:`BUILTIN_DIR`."""
+    return BUILTIN_DIR if override is None else override
 
 
-def load_builtin(environ: Mapping[str, str] | None = None) -> list[CompiledSchema]:
+def load_builtin(override: Path | None = None) -> list[CompiledSchema]:
     """Load the built-in schemas (:func:`builtin_dir`).
 
     Raises :class:`SchemaError`; when the directory is missing, its problem says where the
     built-ins were looked for and how to fix that, rather than a bare "not a directory".
     """
-    env = os.environ if environ is None else environ
-    directory = builtin_dir(env)
+    directory = builtin_dir(override)
     if not directory.is_dir():
-        if env.get("WORKER_BUILTIN_SCHEMAS", "").strip():
+        if override is not None:
             why = "WORKER_BUILTIN_SCHEMAS names no directory: fix it, or unset it"
         else:
             why = (
@@ -141,13 +145,6 @@ def load_builtin(environ: Mapping[str, str] | None = None) -> list[CompiledSchem
             )
         raise SchemaError([(directory, why)])
     return load_dir(directory)
-
-
-def schema_dirs_from_env(environ: Mapping[str, str]) -> list[Path]:
-    """The directories of ``WORKER_SCHEMA_DIRS`` (separated by ``os.pathsep`` or commas)."""
-    raw = environ.get("WORKER_SCHEMA_DIRS", "")
-    parts = (part.strip() for part in raw.replace(os.pathsep, ",").split(","))
-    return [Path(part) for part in parts if part]
 
 
 def schema_files(directory: Path) -> list[Path]:
