@@ -542,9 +542,16 @@ class Worker:
         )
 
     def _on_done(self, partition: Partition) -> None:
-        # A full partition gets room back only when a commit covers what finished: ask
-        # for one now rather than at the next interval.
-        if partition.flow.paused and not partition.closed:
+        # A full partition gets room back only when a commit covers what finished. Ask for
+        # one now, rather than at the next interval, once that commit would bring it back
+        # under its resume mark: earlier, it would free room the partition cannot use yet,
+        # and a commit per finished record loads the group coordinator for nothing.
+        flow = partition.flow
+        if (
+            flow.paused
+            and not partition.closed
+            and partition.offsets.outstanding <= self.intake.admission.share[0] // 2
+        ):
             assert self._committer is not None
             self._committer.soon()
 

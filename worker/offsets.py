@@ -103,6 +103,12 @@ class PartitionOffsets:
         return count, size
 
     @property
+    def outstanding(self) -> int:
+        """Offsets taken and not yet below the commit point: what stays in flight after a
+        commit at :meth:`watermark`."""
+        return len(self._pending)
+
+    @property
     def uncommitted(self) -> int:
         """Offsets taken and not yet covered by an acknowledged commit: what a crash
         repeats (at most)."""

@@ -113,7 +113,8 @@ class Limiter:
     * A 429 halves it at once (:meth:`on_backpressure`), at most once a second.
     * Every :data:`PROBE_EVERY` seconds, and after :data:`PROBE_AFTER_SLOW` slow windows
       in a row, the limit drops to :data:`PROBE_LIMIT` for two windows to measure the
-      baseline anew, so an endpoint that became slower by itself (not by the load the worker puts
+      baseline anew (only while the limit holds demand back: otherwise it costs and
+      tells nothing), so an endpoint that became slower by itself (not by the load the worker puts
       on it) moves the baseline instead of shrinking the limit for long.
 
     So concurrency rises while Ometria's response time stays near its baseline, and
@@ -246,6 +247,10 @@ class Limiter:
         if now >= self._next_probe:
             self._slow_windows = 0
             self._next_probe = now + self.PROBE_EVERY
+            if not full:
+                # Demand is below the limit, which therefore holds nothing back: a probe
+                # would only cost throughput (partition mode has as few lanes as partitions).
+                return
             self._probe_restore = self.limit
             self._probe_windows = 2
             self.limit = max(self.minimum, min(self.limit, self.PROBE_LIMIT))
