@@ -542,10 +542,10 @@ class Worker:
         )
 
     def _on_done(self, partition: Partition) -> None:
-        # A full partition gets room back only when a commit covers what finished. Ask for
-        # one now, rather than at the next interval, once that commit would bring it back
-        # under its resume mark: earlier, it would free room the partition cannot use yet,
-        # and a commit per finished record loads the group coordinator for nothing.
+        # A full partition gets room back only when a commit covers what finished. Commit
+        # at once when that would bring it back under its resume mark (one commit in flight
+        # at a time still holds); earlier, a commit would free room the partition cannot
+        # use yet, and a commit per finished record loads the group coordinator for nothing.
         flow = partition.flow
         if (
             flow.paused
@@ -553,7 +553,7 @@ class Worker:
             and partition.offsets.outstanding <= self.intake.admission.share[0] // 2
         ):
             assert self._committer is not None
-            self._committer.soon()
+            self._committer.now()
 
     def _positions(self) -> Iterator[tuple[TP, Positions]]:
         for tp, partition in self.partitions.items():

@@ -236,6 +236,10 @@ class Admission:
             and (flow.in_flight >= share_records or flow.in_flight_bytes >= share_bytes)
         ]
 
+    def waiting(self) -> bool:
+        """Some partition is paused for want of room (a release will resume it)."""
+        return any(flow.paused for flow in self.flows.values())
+
     def resumable(self) -> list[PartitionFlow]:
         """Paused partitions that have room again: at most half their share held (the
         hysteresis keeps a partition from being paused and resumed for every record)."""

@@ -50,6 +50,9 @@ log = structlog.get_logger("worker.intake")
 
 #: How long a poll waits for records (seconds): also how late a queued command may apply.
 POLL_TIMEOUT = 0.1
+#: The same while a partition waits for room: a commit acknowledged meanwhile frees it,
+#: and the sooner the next step sees that, the sooner the partition is fetched again.
+POLL_TIMEOUT_WAITING = 0.01
 #: How long reading the committed offsets of new partitions may take (seconds).
 COMMITTED_TIMEOUT = 10.0
 #: A fetching partition with nothing in flight that has received nothing for this long is
@@ -175,6 +178,8 @@ class Intake:
         size = admission.poll_size() if self.fetching else 0
         # Poll even with no room: rebalances, commit results and the group's liveness
         # happen inside it. Whatever arrives without room is rewound by admission.
+        if self.fetching and timeout > POLL_TIMEOUT_WAITING and admission.waiting():
+            timeout = POLL_TIMEOUT_WAITING
         batch = self.source.poll(max(1, size), timeout)
         now = self.last_poll = self._clock()
         if now >= self._next_stall_check:
