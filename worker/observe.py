@@ -135,6 +135,10 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.INFO))
+    # httpx and httpcore log every request at INFO (and DEBUG): one line per POST would
+    # drown the worker's own lines and cost time per record. Their warnings still pass.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(numeric, logging.WARNING))
 
 
 #: The logger librdkafka's own lines go to (passed as the clients' ``logger`` setting).

@@ -168,3 +168,14 @@ def test_a_library_traceback_is_rendered_as_text() -> None:
     assert "exc_info" not in event
     assert event["exception"].startswith("Traceback (most recent call last):")
     assert "ZeroDivisionError: division by zero" in event["exception"]
+
+
+def test_httpx_request_lines_stay_out_but_its_warnings_pass() -> None:
+    # httpx logs each request at INFO: one line per POST would drown the worker's own.
+    stream = io.StringIO()
+    with configured(stream):
+        logging.getLogger("httpx").info("HTTP Request: POST https://x/api/track 202")
+        logging.getLogger("httpcore.connection").debug("connect_tcp.started")
+        logging.getLogger("httpx").warning("something worth seeing")
+    events = [orjson.loads(line)["event"] for line in stream.getvalue().splitlines()]
+    assert events == ["something worth seeing"]
