@@ -91,7 +91,6 @@ class Fault:
     start: float
     end: float
     proc: str | None = None
-    wall: float = 0.0  # time.time() at start, to compare with broker timestamps
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,8 +296,8 @@ def attribute(
 ) -> Attribution:
     """Explain every repeat by a kill or a broker fault, as the module docstring says.
 
-    ``clock_offset`` is ``time.time() - time.monotonic()`` of this machine, to place the
-    broker's record timestamps on the monotonic clock.
+    ``clock_offset`` is the wall-clock time (``time.time()``) minus the time the
+    observations are in, to place the broker's record timestamps on their clock.
     """
     result = Attribution()
     kills = sorted((f for f in faults if f.kind in KILLS), key=lambda f: f.start)

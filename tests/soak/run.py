@@ -28,7 +28,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -325,9 +325,8 @@ class ModeRun:
         return proc
 
     def _note(self, kind: str, start: float, end: float, proc: str | None = None) -> None:
-        wall = time.time() - (time.monotonic() - start)
         with self._lock:
-            self.faults.append(checks.Fault(kind, start, end, proc, wall))
+            self.faults.append(checks.Fault(kind, start, end, proc))
             self.actions_done.append(
                 {"kind": kind, "proc": proc, "at_s": round(start - self.origin, 1),
                  "lasted_s": round(end - start, 1)}
@@ -416,10 +415,13 @@ class ModeRun:
                 raise ValueError(action.kind)
 
     def _loaded(self) -> Slot:
-        """The first running worker seen holding records in flight (within 3 s), else any."""
+        """A running worker seen holding records in flight (within 3 s), else any; the
+        workers are looked at in a random order, so that every slot gets killed."""
         deadline = time.monotonic() + 3.0
+        running = self._running()
+        self.rng.shuffle(running)
         while time.monotonic() < deadline:
-            for slot in self._running():
+            for slot in running:
                 proc = slot.current
                 if proc is not None and (proc.in_flight() or 0) >= 20:
                     return slot
@@ -573,7 +575,7 @@ class ModeRun:
                 arrivals.append(
                     checks.Arrival(
                         str(body.get("request_id")),
-                        mono,
+                        mono - self.origin,
                         owner.name if owner else f"{slot.name}?",
                         orjson.dumps(body),
                     )
@@ -585,7 +587,7 @@ class ModeRun:
                 request_id = item.get("request_id")
                 attempts.append(
                     checks.Attempt(
-                        mono,
+                        mono - self.origin,
                         owner.name if owner else f"{slot.name}?",
                         cast("int | None", item.get("status")),
                         float(retry_after) if retry_after is not None else None,
@@ -624,18 +626,27 @@ class ModeRun:
             raise BedError("a produced record has no position")
         arrivals: list[checks.Arrival] = observed["arrivals"]
         dead: list[checks.DeadLetter] = observed["dead"]
+        # Every time from here on is in seconds since the mode's production began.
+        t0 = self.origin
         procs = [proc for slot in self.slots.values() for proc in slot.procs]
         lives = [
-            checks.Life(w.name, w.slot, w.started, w.ended, w.end_cause, w.exit_code) for w in procs
-        ]
-        logs = [
-            checks.Logs(
-                w.name, w.facts.lines, w.facts.broken, w.facts.broken_examples,
-                w.facts.secret_hits, w.facts.stderr_lines, w.facts.arrivals,
+            checks.Life(
+                w.name, w.slot, w.started - t0, None if w.ended is None else w.ended - t0,
+                w.end_cause, w.exit_code,
             )
             for w in procs
         ]  # fmt: skip
-        attribution = checks.attribute(arrivals, dead, self.faults, time.time() - time.monotonic())
+        logs = [
+            checks.Logs(
+                w.name, w.facts.lines, w.facts.broken, w.facts.broken_examples,
+                w.facts.secret_hits, w.facts.stderr_lines,
+                [(t - t0, event) for t, event in w.facts.arrivals],
+            )
+            for w in procs
+        ]  # fmt: skip
+        faults = [replace(f, start=f.start - t0, end=f.end - t0) for f in self.faults]
+        wall_offset = time.time() - (time.monotonic() - t0)
+        attribution = checks.attribute(arrivals, dead, faults, wall_offset)
         results = [
             checks.check_lost(plan, arrivals),
             checks.check_dead_letters(plan, placed, self.topic, dead),
@@ -650,11 +661,11 @@ class ModeRun:
             ),
             checks.check_log_lines(logs),
             checks.check_secrets(logs, len(self.secrets)),
-            checks.check_log_volume(logs, self.faults, LOG_WINDOW_S, LOG_BUDGET),
+            checks.check_log_volume(logs, faults, LOG_WINDOW_S, LOG_BUDGET),
             checks.check_exits(lives),
         ]
         produced = {
-            planned.request_id: producer.produced_at[i]
+            planned.request_id: producer.produced_at[i] - t0
             for i, planned in enumerate(plan)
             if planned.request_id is not None
         }
@@ -670,7 +681,7 @@ class ModeRun:
             "dead_letter_records": len(dead),
             "worker_processes": len(procs),
             "finished_after_production_s": round(finished, 1) if finished is not None else None,
-            "recovery": checks.recovery_figures(self.faults, arrivals, produced),
+            "recovery": checks.recovery_figures(faults, arrivals, produced),
             "log_lines_per_record_kind": _per_record(procs),
         }
         return ModeResult(self.ordering, results, figures, self.actions_done)
