@@ -30,13 +30,26 @@ from tests.soak.bed import REPO, BedError, Broker
 from tests.soak.profile import PROFILES, Profile
 from tests.soak.run import ModeResult, ModeRun, say
 
-#: The knobs: a command-line option per Profile field that a run may want to change.
-KNOBS: dict[str, type] = {
-    "valid": int, "invalid": int, "fuzz": int, "partitions": int, "visitors": int,
-    "produce_s": float, "kills": int, "terms": int, "joins": int, "broker_crashes": int,
-    "broker_freezes": int, "outages": int, "outage_s": float, "throttles": int,
-    "error_rate": float, "max_in_flight": int, "finish_s": float,
-}  # fmt: skip
+#: The knobs: an option per Profile field a run may want to change, with its help.
+KNOBS: dict[str, tuple[type, str]] = {
+    "valid": (int, "valid events per mode"),
+    "invalid": (int, "records with a known dead-letter reason, per mode"),
+    "fuzz": (int, "fuzzed records per mode"),
+    "partitions": (int, "partitions of the topic"),
+    "visitors": (int, "distinct record keys"),
+    "produce_s": (float, "seconds over which records are produced and faults happen"),
+    "kills": (int, "SIGKILLs per mode"),
+    "terms": (int, "SIGTERMs per mode"),
+    "joins": (int, "times a third worker joins and leaves, per mode"),
+    "broker_crashes": (int, "broker crashes (restarted over its data) per mode"),
+    "broker_freezes": (int, "broker freezes (SIGSTOP) per mode"),
+    "outages": (int, "Ometria outages per mode"),
+    "outage_s": (float, "seconds an Ometria outage lasts"),
+    "throttles": (int, "429 bursts per mode"),
+    "error_rate": (float, "share of requests answered 503 all along"),
+    "max_in_flight": (int, "WORKER_MAX_IN_FLIGHT (the repeat bound per kill)"),
+    "finish_s": (float, "seconds allowed, after the faults, for everything to be done"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,16 +58,25 @@ def build_parser() -> argparse.ArgumentParser:
         prog="scripts/soak", description=__doc__.split("::")[0].strip().splitlines()[0]
     )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--short", dest="profile", action="store_const", const="short")
-    size.add_argument("--long", dest="profile", action="store_const", const="long")
+    size.add_argument(
+        "--short",
+        dest="profile",
+        action="store_const",
+        const="short",
+        help="about 5 minutes (the default; CI)",
+    )
+    size.add_argument(
+        "--long", dest="profile", action="store_const", const="long",
+        help="30-60 minutes (docs/reliability.md)",
+    )  # fmt: skip
     parser.set_defaults(profile="short")
     parser.add_argument(
         "--modes", default="partition,key", help="ordering modes, in turn (default both)"
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of records and faults")
     parser.add_argument("--out", type=Path, help="where logs and report.json go")
-    for name, kind in KNOBS.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"profile's {name}")
+    for name, (kind, text) in KNOBS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=text)
     return parser
 
 
