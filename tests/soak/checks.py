@@ -14,8 +14,10 @@ repeats nothing. For every two consecutive arrivals of one record, the first at 
 from process P and the next at ``m2``, something between ``m1`` and ``m2`` must explain
 the repeat:
 
-1. P was killed (SIGKILL, or it exited by itself) at ``k``, ``m1 < k <= m2``: the repeat
-   counts against that kill, whose total must stay within the bound;
+1. P was killed (SIGKILL, or it exited by itself) at ``k <= m2``: the repeat counts
+   against that kill, whose total must stay within the bound. (Not ``m1 < k``: a request
+   P wrote just before it died can reach the stand-in a moment after the soak noted the
+   kill; every arrival from P was sent before P died.)
 2. else a broker fault (crash and restart, freeze) overlaps ``[m1, m2]``, its window
    stretched by :data:`BROKER_AFTERMATH` (sessions expire and the group rebalances after
    the broker is back): the repeat counts against that fault, which may repeat at most
@@ -23,7 +25,8 @@ the repeat:
 3. else nothing excuses it: a repeat on a clean hand-over (or with no hand-over at all).
 
 A dead letter written twice is judged the same way, with the broker's timestamps and
-without knowing its writer: any kill between the two writes excuses it.
+without knowing its writer: any kill between the two writes excuses it (the timestamp is
+taken when the writer hands the record to its producer, before it could die).
 """
 
 from __future__ import annotations
@@ -310,7 +313,11 @@ def attribute(
     def explain(m1: float, m2: float, proc: str | None, what: str) -> None:
         result.repeats += 1
         for kill in kills:
-            if m1 < kill.start <= m2 and (proc is None or kill.proc == proc):
+            if proc is None:
+                explains = m1 < kill.start <= m2  # a dead letter: any kill between the writes
+            else:
+                explains = kill.proc == proc and kill.start <= m2
+            if explains:
                 result.per_kill[_kill_label(kill)] += 1
                 return
         for broker in brokers:
@@ -601,7 +608,8 @@ def recovery_figures(
     produced: Mapping[str, float],
 ) -> list[dict[str, Any]]:
     """For each Ometria outage and broker fault: seconds from its end to the next
-    acceptance, and until every record produced before its end had arrived."""
+    acceptance, and until every record produced before its end had arrived; and which
+    other faults began meanwhile (a kill or an outage there lengthens both)."""
     first: dict[str, float] = {}
     for arrival in arrivals:
         if arrival.request_id not in first or arrival.mono < first[arrival.request_id]:
@@ -613,6 +621,16 @@ def recovery_figures(
             continue
         after = bisect.bisect_right(monos, fault.end)
         backlog = [first[i] for i, t in produced.items() if t <= fault.end and i in first]
+        cleared = max(backlog) - fault.end if backlog and max(backlog) > fault.end else 0.0
+        meanwhile = sorted(
+            {
+                other.kind
+                for other in faults
+                if other is not fault
+                and other.kind not in ("restart", "burst")
+                and fault.start < other.start <= fault.end + cleared
+            }
+        )
         out.append(
             {
                 "fault": fault.kind,
@@ -621,9 +639,8 @@ def recovery_figures(
                 "first_acceptance_after_s": round(monos[after] - fault.end, 2)
                 if after < len(monos)
                 else None,
-                "backlog_cleared_after_s": round(max(backlog) - fault.end, 2)
-                if backlog and max(backlog) > fault.end
-                else 0.0,
+                "backlog_cleared_after_s": round(cleared, 2),
+                "other_faults_meanwhile": meanwhile,
             }
         )
     return out

@@ -36,8 +36,11 @@ CRASH = Fault("broker_crash", 50.0, 60.0)
         (arrival("e", 9.0, "a1"), arrival("e", 12.0, "b1"), [KILL_A1], 1, 0, 0),
         # Another process was killed: nothing explains it.
         (arrival("e", 9.0, "b1"), arrival("e", 12.0, "a2"), [KILL_A1], 0, 0, 1),
-        # Killed before the first delivery: not this kill's doing.
-        (arrival("e", 10.5, "a1"), arrival("e", 12.0, "b1"), [KILL_A1], 0, 0, 1),
+        # A request a1 wrote just before it died reached the stand-in after the kill was
+        # noted: still that kill's.
+        (arrival("e", 10.01, "a1"), arrival("e", 12.0, "b1"), [KILL_A1], 1, 0, 0),
+        # Delivered again before the kill: the kill explains nothing.
+        (arrival("e", 8.0, "a1"), arrival("e", 9.0, "b1"), [KILL_A1], 0, 0, 1),
         # A clean SIGTERM in between: a repeat on a clean hand-over.
         (arrival("e", 9.0, "a1"), arrival("e", 12.0, "b1"), [TERM_A1], 0, 0, 1),
         # A broker fault in between, or its aftermath: the broker's.
@@ -322,3 +325,16 @@ def test_the_schedule_has_every_fault_and_leaves_only_after_joins() -> None:
     members = [k for k in kinds if k in ("join", "leave")]
     assert members == ["join", "leave"] * SHORT.joins
     assert [a.at for a in actions] == sorted(a.at for a in actions)
+
+
+def test_recovery_figures_name_the_faults_that_overlapped() -> None:
+    outage = Fault("outage", 10.0, 20.0)
+    kill = Fault("sigkill", 21.0, 21.0, "a1")
+    arrivals = [arrival("e1", 5.0), arrival("e2", 22.0), arrival("e3", 25.0)]
+    produced = {"e1": 4.0, "e2": 12.0, "e3": 21.0}
+
+    (figures,) = checks.recovery_figures([outage, kill], arrivals, produced)
+
+    assert figures["first_acceptance_after_s"] == 2.0
+    assert figures["backlog_cleared_after_s"] == 2.0  # e3 was produced after the outage
+    assert figures["other_faults_meanwhile"] == ["sigkill"]
