@@ -4,7 +4,9 @@ Called through ``scripts/kafka-local``::
 
     kafka-local start  [--port N] [--owner-pid P]   fetch jars if needed, format, start,
                                     wait, print the address (stop it when P exits)
+    kafka-local start --keep-data [--port N]   start again over the data a kill left
     kafka-local status [--port N]   exit 0 when the broker answers, 3 when it does not
+    kafka-local kill   [--port N]   SIGKILL our broker (a crash), keep its state
     kafka-local stop   [--port N]   stop our broker, remove its state
     kafka-local fetch               only fetch and verify the jars
     kafka-local lock                maintainers: resolve the jars and rewrite the lock file
@@ -347,16 +349,34 @@ def launch(settings: ls.Settings, java: Path) -> subprocess.Popen[bytes]:
         raise ls.LocalError(f"formatting the storage failed: {detail}")
 
     SERVICE.log(f"starting Apache Kafka {KAFKA_VERSION} on {address(settings)} (logs in {log_dir})")
+    return _spawn_broker(settings, java, libs)
+
+
+def relaunch(settings: ls.Settings, java: Path) -> subprocess.Popen[bytes]:
+    """Start the broker again over the state a killed one left: same config (so the same
+    controller port), same cluster id, topics, records and committed offsets."""
+    state = settings.state_dir
+    kept = [state / "server.properties", state / "log4j2.xml", state / "data" / "meta.properties"]
+    missing = [str(path.relative_to(state)) for path in kept if not path.is_file()]
+    if missing:
+        raise ls.LocalError(f"{state} is not a kept broker state: missing {', '.join(missing)}")
+    libs = ensure_libs(settings)
+    SERVICE.log(f"starting Apache Kafka {KAFKA_VERSION} on {address(settings)} over kept data")
+    return _spawn_broker(settings, java, libs)
+
+
+def _spawn_broker(settings: ls.Settings, java: Path, libs: Path) -> subprocess.Popen[bytes]:
+    state = settings.state_dir
     command = [
         str(java),
         *settings.java_opts,
         "-Djava.awt.headless=true",
-        logging_opt,
+        f"-Dlog4j2.configurationFile={state / 'log4j2.xml'}",
         f"{SERVICE.state_marker}{state}",
         "-cp",
-        classpath,
+        f"{libs}{os.sep}*",
         MAIN_CLASS,
-        str(config),
+        str(state / "server.properties"),
     ]
     return ls.spawn_jvm(settings, command, cwd=state)
 
@@ -373,6 +393,7 @@ RUNNER: Final = ls.Runner(
     main_marker=MAIN_CLASS,
     logs=_logs,
     script=Path(__file__).resolve(),
+    relaunch=relaunch,
 )
 
 
@@ -391,7 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     start = sub.add_parser("start", parents=[port], help="start the broker and print its address")
     start.add_argument("--owner-pid", type=int, help="stop the broker when this process exits")
+    start.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="start again over the config and data a killed broker left (see kill)",
+    )
     sub.add_parser("stop", parents=[port], help="stop the broker and remove its state")
+    sub.add_parser(
+        "kill", parents=[port], help="SIGKILL the broker at once (a crash); keep its state"
+    )
     sub.add_parser("status", parents=[port], help="exit 0 when the broker answers")
     sub.add_parser("fetch", help="fetch and verify the jars only")
     sub.add_parser("lock", help="re-resolve the jars with mvn and rewrite the lock file")
@@ -407,7 +436,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = ls.load_settings(SERVICE, getattr(args, "port", None))
         match args.command:
             case "start":
-                return ls.cmd_start(settings, RUNNER, owner_pid=args.owner_pid)
+                return ls.cmd_start(
+                    settings, RUNNER, owner_pid=args.owner_pid, keep_data=args.keep_data
+                )
+            case "kill":
+                return ls.cmd_kill(settings, RUNNER)
             case "watch":
                 return ls.cmd_watch(settings, RUNNER, owner_pid=args.owner_pid)
             case "stop":

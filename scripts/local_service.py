@@ -532,6 +532,9 @@ class Runner:
     - ``main_marker``: a string in the JVM's command line (see :func:`our_pid`).
     - ``logs(settings)``: the log files to quote when start-up fails, main log first.
     - ``script``: the file to run as ``watch`` for ``--owner-pid``.
+    - ``relaunch(settings, java)``: start the service again over the state a killed
+      instance left (its config and data); None when the service keeps no data worth
+      keeping.
     """
 
     launch: Callable[[Settings, Path], subprocess.Popen[bytes]]
@@ -540,12 +543,14 @@ class Runner:
     main_marker: str
     logs: Callable[[Settings], tuple[Path, ...]]
     script: Path
+    relaunch: Callable[[Settings, Path], subprocess.Popen[bytes]] | None = None
 
 
 def spawn_jvm(settings: Settings, command: Sequence[str], cwd: Path) -> subprocess.Popen[bytes]:
     """Start ``command`` detached, its output in ``logs/stdout.log``, and record its pid."""
     settings.log_dir.mkdir(parents=True, exist_ok=True)
-    with (settings.log_dir / "stdout.log").open("wb") as console:
+    # Appended: a restart over kept state keeps the console output of the killed instance.
+    with (settings.log_dir / "stdout.log").open("ab") as console:
         # Its own session: the service outlives this command and a terminal's Ctrl-C.
         process = subprocess.Popen(
             list(command),
@@ -568,11 +573,15 @@ def fresh_state_dir(settings: Settings) -> Path:
     return state
 
 
-def cmd_start(settings: Settings, runner: Runner, owner_pid: int | None = None) -> int:
+def cmd_start(
+    settings: Settings, runner: Runner, owner_pid: int | None = None, *, keep_data: bool = False
+) -> int:
     """Start the service (or find it running) and print its address.
 
     With ``owner_pid``, a small watcher stops the service once that process is gone, so a
-    test run killed before its teardown (a timeout, a crash) leaves nothing behind.
+    test run killed before its teardown (a timeout, a crash) leaves nothing behind. With
+    ``keep_data``, start over the state a killed instance left (see :func:`cmd_kill`)
+    instead of a fresh one.
     """
     service = settings.service
     pid = our_pid(settings, runner.main_marker)
@@ -580,6 +589,10 @@ def cmd_start(settings: Settings, runner: Runner, owner_pid: int | None = None) 
         wait_until_ready(settings, runner, pid, process=None)
         print(runner.address(settings))
         return 0
+    if keep_data and runner.relaunch is None:
+        raise LocalError(f"the {service.noun} keeps no data to start over")
+    if keep_data and not settings.state_dir.is_dir():
+        raise LocalError(f"no kept state in {settings.state_dir} to start over (see kill)")
     java = find_java()
     if not port_is_free(settings.port):
         raise LocalError(
@@ -587,7 +600,11 @@ def cmd_start(settings: Settings, runner: Runner, owner_pid: int | None = None) 
             f"(choose another with --port or {service.env_prefix}_PORT)",
             EXIT_PORT_TAKEN,
         )
-    process = runner.launch(settings, java)
+    if keep_data:
+        assert runner.relaunch is not None
+        process = runner.relaunch(settings, java)
+    else:
+        process = runner.launch(settings, java)
     try:
         wait_until_ready(settings, runner, process.pid, process)
     except KeyboardInterrupt:
@@ -663,6 +680,28 @@ def stop_one(settings: Settings, runner: Runner) -> None:
     if settings.state_root == DEFAULT_STATE_ROOT:
         with contextlib.suppress(OSError):
             settings.state_root.rmdir()
+
+
+def cmd_kill(settings: Settings, runner: Runner) -> int:
+    """SIGKILL our instance on this port at once (a crash) and keep its state dir.
+
+    ``start --keep-data`` then starts it again over the same config and data. Exits 3
+    when none of ours runs on the port.
+    """
+    service = settings.service
+    pid = our_pid(settings, runner.main_marker)
+    if pid is None:
+        raise LocalError(f"no {service.noun} of ours on port {settings.port}", EXIT_NOT_RUNNING)
+    service.log(f"killing {service.noun} pid {pid} on {runner.address(settings)} (state kept)")
+    # The JVM leads its own session (spawn_jvm), so its group is exactly what it started.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while is_alive(pid):
+        if time.monotonic() > deadline:
+            raise LocalError(f"{service.noun} pid {pid} survived SIGKILL")
+        time.sleep(0.05)
+    return 0
 
 
 def cmd_stop(settings: Settings, runner: Runner) -> int:

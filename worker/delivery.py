@@ -143,6 +143,7 @@ class Deliverer:
 
             failures += 1
             metrics.retries += 1
+            floor = 0.0  # seconds of Retry-After that must pass before the next attempt
             if answer.exception is not None:
                 # The traceback once: not per attempt, nor per record of the same outage.
                 if not unexpected and not self._unexpected_logged:
@@ -167,7 +168,8 @@ class Deliverer:
                 epoch = self.recovery.failed()
                 wait = backoff(failures, base=policy.base, cap=policy.cap, rng=self._rng)
                 if decision.retry_after is not None:
-                    wait = max(wait, min(decision.retry_after, policy.retry_after_max))
+                    floor = min(decision.retry_after, policy.retry_after_max)
+                    wait = max(wait, floor)
             if failures == 1 or failures % STREAK_LOG_EVERY == 0:
                 fields = {
                     "status": answer.status,
@@ -187,7 +189,11 @@ class Deliverer:
             if verdict is Verdict.THROTTLE:
                 await asyncio.sleep(wait)  # Retry-After is honoured in full
             else:
-                await self.recovery.backoff(wait, epoch)
+                # A Retry-After is a floor that the end of an outage does not cut (servers
+                # round it up, so the outage often ends first); only the backoff beyond it
+                # ends early when Ometria answers again.
+                await asyncio.sleep(floor)
+                await self.recovery.backoff(wait - floor, epoch)
 
 
 def _rejected(mapped: Mapped, answer: Answer) -> Failure:

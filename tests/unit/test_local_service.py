@@ -200,3 +200,51 @@ def test_a_bad_setting_is_named(
 
     with pytest.raises(ls.LocalError, match=says):
         ls.load_settings(kafka.SERVICE, None)
+
+
+def test_kill_names_the_port_when_no_broker_of_ours_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KAFKA_LOCAL_STATE_ROOT", str(tmp_path))
+
+    with pytest.raises(SystemExit) as stopped:
+        kafka.main(["kill", "--port", "39999"])
+
+    assert stopped.value.code == ls.EXIT_NOT_RUNNING
+    assert "no broker of ours on port 39999" in capsys.readouterr().err
+
+
+def test_a_start_over_kept_data_needs_a_kept_state(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KAFKA_LOCAL_STATE_ROOT", str(tmp_path))
+
+    with pytest.raises(SystemExit) as stopped:
+        kafka.main(["start", "--keep-data", "--port", "39999"])
+
+    assert stopped.value.code == ls.EXIT_ERROR
+    assert "no kept state" in capsys.readouterr().err
+    assert not (tmp_path / "kafka-39999").exists()  # nothing was formatted in its place
+
+
+def test_a_kept_state_without_formatted_data_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KAFKA_LOCAL_STATE_ROOT", str(tmp_path))
+    settings = ls.load_settings(kafka.SERVICE, 39999)
+    (settings.state_dir / "data").mkdir(parents=True)
+    (settings.state_dir / "server.properties").write_text("node.id=1\n", encoding="utf-8")
+    (settings.state_dir / "log4j2.xml").write_text("<Configuration/>\n", encoding="utf-8")
+
+    with pytest.raises(ls.LocalError, match=r"missing data/meta\.properties"):
+        kafka.relaunch(settings, Path("java"))
+
+
+def test_the_registry_keeps_no_data_to_start_over(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SCHEMA_REGISTRY_LOCAL_STATE_ROOT", str(tmp_path))
+    settings = ls.load_settings(registry.SERVICE, 39998)
+
+    with pytest.raises(ls.LocalError, match="keeps no data"):
+        ls.cmd_start(settings, registry.RUNNER, keep_data=True)

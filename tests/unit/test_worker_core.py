@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import random
 from collections import defaultdict
 from typing import Any
@@ -389,3 +390,41 @@ def test_adaptive_concurrency_settles_below_the_ceiling_when_latency_grows_with_
     assert limit < 128
     assert peak < 128
     assert rate > 0.7 * 256 / (0.02 + 0.002 * 256)
+
+
+def test_a_503_retry_after_is_a_floor_that_the_end_of_an_outage_does_not_cut() -> None:
+    """An outage answers 503 with Retry-After = the time it has left, rounded up to whole
+    seconds (as Ometria's load balancer or the stand-in do). The outage so ends before
+    some of those Retry-Afters do; the first success then ends every plain backoff at once
+    (Recovery), but a record told "Retry-After: 3" must still wait its 3 s."""
+
+    async def scenario() -> tuple[list[Any], int]:
+        h = Harness(partitions={"t": 4}, ordering="key", concurrency=64, retry_base=0.2)
+        loop = asyncio.get_running_loop()
+        back_at = 10.0
+
+        def respond(_payload: dict[str, Any]) -> Reply:
+            left = back_at - loop.time()
+            if left > 0:
+                return Reply(503, retry_after=str(math.ceil(left)), latency=0.01)
+            return Reply(latency=0.01)
+
+        h.ometria.respond = respond
+        h.produce_events(200, keys=100)
+        await h.start()
+        await h.until(lambda: len(h.ometria.accepted) == 200, timeout=120)
+        assert await h.stop() == 0
+        return h.ometria.attempts, len(h.ometria.accepted)
+
+    attempts, accepted = run(scenario())
+    assert accepted == 200
+    told: dict[str, float] = {}  # request_id → no attempt before this time
+    early: list[str] = []
+    for attempt in attempts:  # in the order they were answered
+        request_id = attempt.payload["request_id"]
+        if attempt.at < told.get(request_id, 0.0):
+            early.append(f"{request_id} at {attempt.at:.3f} < {told[request_id]:.3f}")
+        if attempt.status == 503:
+            retry_after = math.ceil(10.0 - attempt.at)
+            told[request_id] = attempt.at + retry_after
+    assert early == [], f"{len(early)} retries inside their Retry-After: {early[:3]}"
