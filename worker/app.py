@@ -70,6 +70,7 @@ from worker.pacing import Gate, Limiter, RateLimiter, Recovery
 from worker.pipeline import Pipeline
 from worker.records import (
     TP,
+    Clock,
     CommitResult,
     DeadLetterSink,
     DeadLetterUnavailable,
@@ -153,7 +154,7 @@ class Worker:
         self._runner: IntakeRunner | None = None
         self._deliverer: Deliverer | None = None
         self._committer: Committer | None = None
-        self._clock: Callable[[], float] = time.monotonic
+        self._clock: Clock = time.monotonic
         self._rebalances = 0
         self._stalled: dict[TP, float] = {}  # stalled partitions, since when
         self._last_summary: tuple[float, int, int] = (0.0, 0, 0)

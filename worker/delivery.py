@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -20,7 +19,7 @@ from worker.metrics import Metrics
 from worker.ometria import Answer
 from worker.outcome import Failure, Mapped
 from worker.pacing import Gate, Limiter, RateLimiter, Recovery
-from worker.records import Sender
+from worker.records import Clock, Sender
 from worker.retry import Verdict, backoff, classify
 
 log = structlog.get_logger("worker.delivery")
@@ -64,8 +63,8 @@ class Deliverer:
         rate: RateLimiter | None = None,
         recovery: Recovery | None = None,
         rng: random.Random | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
     ) -> None:
         self.client = client
         self._clock = clock

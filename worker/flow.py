@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from worker.records import TP, Record
+from worker.records import TP, Clock, Record
 
 __all__ = ["Admission", "Committer", "FlowLimits", "PartitionFlow"]
 
@@ -290,7 +290,7 @@ class Committer:
         commands: CommitCommands,
         positions: Callable[[], Iterable[tuple[TP, Positions]]],
         *,
-        clock: Callable[[], float],
+        clock: Clock,
         soon_delay: float = 0.05,
         stuck_after: float = 15.0,
     ) -> None:

@@ -39,6 +39,7 @@ import structlog
 from worker.flow import Admission, FlowLimits, PartitionFlow
 from worker.records import (
     TP,
+    Clock,
     CommitResult,
     Committed,
     Record,
@@ -117,7 +118,7 @@ class Intake:
         limits: FlowLimits,
         *,
         to_loop: Callable[..., object],
-        clock: Callable[[], float],
+        clock: Clock,
         start_at_earliest: bool = True,
     ) -> None:
         self.source = source

@@ -19,15 +19,14 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+
+from worker.records import Clock
 
 
 class Gate:
     """A worker-wide "not before" time plus the credential-failure probe protocol."""
 
-    def __init__(
-        self, auth_retry_interval: float, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, auth_retry_interval: float, *, clock: Clock = time.monotonic) -> None:
         self._clock = clock
         self._until = 0.0  # monotonic time before which no attempt starts
         self._auth_retry_interval = auth_retry_interval
@@ -144,7 +143,7 @@ class Limiter:
         *,
         adaptive: bool,
         minimum: int = 1,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
     ) -> None:
         self._clock = clock
         self.max_limit = limit
@@ -287,7 +286,7 @@ class RateLimiter:
     """
 
     def __init__(
-        self, *, enabled: bool, minimum: float = 1.0, clock: Callable[[], float] = time.monotonic
+        self, *, enabled: bool, minimum: float = 1.0, clock: Clock = time.monotonic
     ) -> None:
         self._clock = clock
         self.enabled = enabled
@@ -366,7 +365,7 @@ class Recovery:
     #: Transient failures in a row, worker-wide, that make an outage.
     OUTAGE_AFTER = 3
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, clock: Clock = time.monotonic) -> None:
         self._clock = clock
         self._released = asyncio.Event()
         self.epoch = 0  # outages ended so far

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from worker.records import Clock
 
 Kind = Mapping[str, str | int]
 
@@ -58,7 +60,7 @@ class _Episode:
 class Repeats:
     """Counts alike lines per kind and says when a kind repeats or stops (module doc)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Clock = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._episodes: dict[tuple[tuple[str, str | int], ...], _Episode] = {}
