@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.request
 import uuid
@@ -97,6 +98,25 @@ def http_get(url: str) -> tuple[int, bytes]:
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def metric_samples(text: str) -> dict[str, float]:
+    """Prometheus text → {"name{labels}": value}, labels sorted by name."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            head, value = line.rsplit(" ", 1)
+            name, _, labels = head.partition("{")
+            pairs = sorted(re.findall(r'[a-z_]+="[^"]*"', labels))
+            out[name + ("{" + ",".join(pairs) + "}" if pairs else "")] = float(value)
+    return out
+
+
+def worker_metrics(port: int) -> dict[str, float]:
+    """A running worker's ``/metrics`` on ``port``, as :func:`metric_samples` reads them."""
+    status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200, f"/metrics answered {status}"
+    return metric_samples(body.decode())
 
 
 def headers_of(msg: Message) -> list[tuple[str, bytes | None]]:

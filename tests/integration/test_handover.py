@@ -21,7 +21,7 @@ import pytest
 from ometria_dev.stub import running_stub
 from tests.fixtures.kafka_helpers import MakeTopic, Record, produce
 from tests.fixtures.worker import worker_env
-from tests.integration.helpers import basket_event, http_get, wait_committed, wait_until
+from tests.integration.helpers import basket_event, wait_committed, wait_until, worker_metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -45,11 +45,7 @@ def records() -> list[Record]:
 
 
 def skipped(port: int) -> float:
-    _, body = http_get(f"http://127.0.0.1:{port}/metrics")
-    for line in body.decode().splitlines():
-        if line.startswith("ometria_worker_records_skipped_total "):
-            return float(line.split()[1])
-    raise AssertionError("records_skipped_total not exported")
+    return worker_metrics(port)["ometria_worker_records_skipped_total"]
 
 
 @pytest.mark.parametrize("ordering", ["key", "partition"])

@@ -11,7 +11,7 @@ import pytest
 from ometria_dev.stub import running_stub
 from tests.fixtures.kafka_helpers import MakeTopic, produce
 from tests.fixtures.worker import worker_env
-from tests.integration.helpers import basket_event, http_get, wait_committed, wait_until
+from tests.integration.helpers import basket_event, wait_committed, wait_until, worker_metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -48,10 +48,7 @@ def test_a_backlog_of_large_records_stays_within_the_bytes_bound(
         port = worker.wait_for_log("health_listening")["port"]
 
         def sample() -> float:
-            _, body = http_get(f"http://127.0.0.1:{port}/metrics")
-            for line in body.decode().splitlines():
-                if line.startswith("ometria_worker_records_in_flight_bytes "):
-                    seen.append(float(line.split()[1]))
+            seen.append(worker_metrics(port)["ometria_worker_records_in_flight_bytes"])
             return seen[-1]
 
         def all_accepted() -> bool:

@@ -16,24 +16,13 @@ from tests.integration.helpers import (
     basket_event,
     end_offsets,
     http_get,
+    metric_samples,
     numbered,
     wait_committed,
     wait_until,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def samples(text: str) -> dict[str, float]:
-    """Prometheus text → {"name{labels}": value}, labels sorted by name."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            head, value = line.rsplit(" ", 1)
-            name, _, labels = head.partition("{")
-            pairs = sorted(re.findall(r'[a-z_]+="[^"]*"', labels))
-            out[name + ("{" + ",".join(pairs) + "}" if pairs else "")] = float(value)
-    return out
 
 
 def test_metrics_and_health_agree_with_the_run(
@@ -65,7 +54,7 @@ def test_metrics_and_health_agree_with_the_run(
         def scrape() -> dict[str, float]:
             status, body = http_get(base + "/metrics")
             assert status == 200
-            return samples(body.decode())
+            return metric_samples(body.decode())
 
         # Lag comes from librdkafka's statistics, every 5 s; commits every 0.2 s.
         wait_until(

@@ -38,6 +38,7 @@ from tests.integration.helpers import (
     numbered,
     wait_committed,
     wait_until,
+    worker_metrics,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
@@ -495,12 +496,9 @@ def test_backlog_stays_within_the_in_flight_bound(
         port = worker.wait_for_log("health_listening")["port"]
 
         def sample() -> bool:
-            _, body = http_get(f"http://127.0.0.1:{port}/metrics")
-            for line in body.decode().splitlines():
-                if line.startswith("ometria_worker_records_in_flight "):
-                    seen_in_flight.append(float(line.split()[1]))
-                if line.startswith("ometria_worker_partitions_paused "):
-                    seen_paused.append(float(line.split()[1]))
+            metrics = worker_metrics(port)
+            seen_in_flight.append(metrics["ometria_worker_records_in_flight"])
+            seen_paused.append(metrics["ometria_worker_partitions_paused"])
             return len(set(accepted_ids(stub))) == total
 
         wait_until(sample, 120, "every record accepted", interval=0.02)

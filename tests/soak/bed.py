@@ -138,6 +138,9 @@ class WorkerProc:
         self.started = 0.0  # monotonic
         self.ended: float | None = None
         self.end_cause = ""  # sigkill | sigterm | final | self
+        # Set before the soak signals the child: the watchdog thread must not take the
+        # exit that follows a SIGTERM for one by itself (it may see it before terminate()).
+        self.signalled = False
         self.exit_code: int | None = None
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -273,6 +276,7 @@ class WorkerProc:
     def kill(self) -> None:
         """SIGKILL: no drain, no commit."""
         assert self._proc is not None
+        self.signalled = True
         self.ended = time.monotonic()  # the moment it stopped working
         self.end_cause = "sigkill"
         self._proc.kill()
@@ -283,6 +287,7 @@ class WorkerProc:
     def terminate(self, timeout: float, cause: str = "sigterm") -> int | None:
         """SIGTERM and wait up to ``timeout``; the exit code, or None (then SIGKILLed)."""
         assert self._proc is not None
+        self.signalled = True
         self._proc.send_signal(signal.SIGTERM)
         code = self._finish(cause, timeout)
         if code is None:
@@ -292,7 +297,7 @@ class WorkerProc:
 
     def poll_exit(self) -> bool:
         """True when the child exited by itself (not signalled by the soak)."""
-        if self._proc is None or self.ended is not None:
+        if self._proc is None or self.ended is not None or self.signalled:
             return False
         if self._proc.poll() is None:
             return False
