@@ -612,9 +612,11 @@ class Worker:
         self._sweep_repeats()
 
     def _sweep_repeats(self) -> None:
-        # The Kafka lines held back since the last summary: what repeated, what ended.
+        # The lines held back since the last summary: what repeated, what ended.
         log_reports(log, self._repeats.sweep())
         log_reports(log, KAFKA_REPEATS.sweep())
+        if self._runner is not None:  # backpressure pauses and resumes
+            log_reports(log, self.intake.repeats.sweep())
 
     def _collect(self) -> None:
         m = self.metrics

@@ -26,6 +26,7 @@ thread adds only the hand-offs.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
@@ -46,6 +47,7 @@ from worker.records import (
     RecordSource,
     StaleGeneration,
 )
+from worker.repeats import Repeats
 
 log = structlog.get_logger("worker.intake")
 
@@ -133,6 +135,11 @@ class Intake:
         self.wakeup: Callable[[], None] = lambda: None  # set by a driver that sleeps
         self._start_at_earliest = start_at_earliest
         self._next_stall_check = 0.0
+        # Pausing for backpressure and resuming is flow control, not news: on a backlog at
+        # small bounds a partition does both several times a second. The first line of
+        # each says that it happens; the rest are counted and said with each summary
+        # (``repeated=N``, then ``repeats_ended``), as the worker sweeps these.
+        self.repeats = Repeats(clock)
 
     # -- commands (called on the loop) --------------------------------------------------
 
@@ -260,7 +267,9 @@ class Intake:
     def _rewind(self, rewinds: list[tuple[TP, int]]) -> None:
         source = self.source
         source.pause([tp for tp, _ in rewinds])
-        log.info("partitions_paused", reason="full", partitions=_fmt([tp for tp, _ in rewinds]))
+        self._log_flow(
+            "partitions_paused", reason="full", partitions=_fmt([tp for tp, _ in rewinds])
+        )
         for tp, offset in rewinds:
             flow = self.admission.flows.get(tp)
             if flow is not None:
@@ -274,7 +283,9 @@ class Intake:
             for flow in full:
                 flow.paused = True
             self.source.pause([flow.tp for flow in full])
-            log.info("partitions_paused", reason="full", partitions=_fmt([f.tp for f in full]))
+            self._log_flow(
+                "partitions_paused", reason="full", partitions=_fmt([f.tp for f in full])
+            )
         if not self.fetching:
             return
         ready = admission.resumable()
@@ -284,7 +295,13 @@ class Intake:
                 flow.paused = False
                 flow.fetched_at = now  # the stall clock starts again
             self.source.resume([flow.tp for flow in ready])
-            log.info("partitions_resumed", partitions=_fmt([f.tp for f in ready]))
+            self._log_flow("partitions_resumed", partitions=_fmt([f.tp for f in ready]))
+
+    def _log_flow(self, event: str, **fields: Any) -> None:
+        if self.repeats.admit(
+            {"of": "backpressure", "event": event}, logging.INFO, {"event": event, **fields}
+        ):
+            log.info(event, **fields)
 
     def apply_commands(self) -> None:
         """Apply every queued command, in order."""

@@ -8,6 +8,7 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
+from structlog.testing import capture_logs
 
 from tests.fakes.source import CommitEntry, MemorySource
 from worker.flow import FlowLimits, PartitionFlow
@@ -356,3 +357,24 @@ def test_a_partition_without_lag_is_not_stalled() -> None:
     b.clock.now += STALL_AFTER + 1
     b.intake.step(0)
     assert b.listener.stalled == []
+
+
+def test_pausing_and_resuming_for_backpressure_is_one_line_each_then_counted() -> None:
+    # On a backlog at small bounds a partition pauses and resumes several times a second:
+    # a line each flooded the log (the soak's key mode: 120 lines per 10 s per worker).
+    b = bed(partitions=1, max_records=4, max_records_per_partition=4, poll_batch=4)
+    b.produce(A, 40)
+    b.assign(A)
+    with capture_logs() as logs:
+        for _ in range(8):  # fill, pause, free the room, resume: eight times over
+            b.intake.step(0)
+            b.intake.step(0)
+            b.release(A, b.flow(A).in_flight)
+            b.intake.step(0)
+    events = [line["event"] for line in logs]
+    assert events.count("partitions_paused") == 1
+    assert events.count("partitions_resumed") == 1
+    assert len(b.listener.handed(A)) >= 28  # the flow itself went on
+    held = {str(report.fields["event"]): report.held for report in b.intake.repeats.sweep()}
+    assert held["partitions_paused"] >= 6
+    assert held["partitions_resumed"] >= 6
