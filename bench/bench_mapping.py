@@ -11,11 +11,11 @@ events/s of each and the ratio to the bare round trip. With ``--check`` it exits
 structured mode is under 100,000 events/s or under 0.2x the bare round trip.
 
 The Avro rows: Confluent wire-format Avro records (product views and orders written with
-the schemas in ``bench/avro/``, whose fields match the built-in schemas), decoded by
-``worker.registry`` (header, fastavro, the JSON-like conversion of logical types), then
-validated and mapped by the built-in schema that the record's full name selects, beside
-the decoding alone and a bare ``fastavro.schemaless_reader`` of the same payloads. Avro
-is not hooked into ``Pipeline`` yet, so the first row calls the same pieces directly.
+the schemas in ``bench/avro/``, whose fields match the built-in schemas) through
+``Pipeline.process``, the worker's own path (header, the writer schema, fastavro, the
+JSON-like conversion of logical types, then the built-in schema that the record's full
+name selects), beside the decoding alone and a bare ``fastavro.schemaless_reader`` of the
+same payloads.
 ``--check`` also wants that row at 50,000 events/s or more and at least 0.25x bare
 fastavro.
 """
