@@ -8,12 +8,14 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from tests.fakes.source import CommitEntry, MemorySource
 from worker.flow import FlowLimits, PartitionFlow
 from worker.intake import STALL_AFTER, Assignment, Intake
 from worker.records import TP, CommitResult, Committed, Record
+from worker.repeats import log_reports
 
 A: TP = ("t", 0)
 B: TP = ("t", 1)
@@ -375,6 +377,16 @@ def test_pausing_and_resuming_for_backpressure_is_one_line_each_then_counted() -
     assert events.count("partitions_paused") == 1
     assert events.count("partitions_resumed") == 1
     assert len(b.listener.handed(A)) >= 28  # the flow itself went on
-    held = {str(report.fields["event"]): report.held for report in b.intake.repeats.sweep()}
-    assert held["partitions_paused"] >= 6
-    assert held["partitions_resumed"] >= 6
+    # What the worker's summary says of them: a count of each, then (a quiet interval
+    # later) that they ended; both as log lines structlog accepts.
+    with capture_logs() as said:
+        log_reports(structlog.get_logger("test"), b.intake.repeats.sweep())
+        log_reports(structlog.get_logger("test"), b.intake.repeats.sweep())
+    repeated = {line["event"]: line["repeated"] for line in said[:2]}
+    assert repeated["partitions_paused"] >= 6
+    assert repeated["partitions_resumed"] >= 6
+    ended = sorted((line["event"], line["of"]) for line in said[2:])
+    assert ended == [
+        ("repeats_ended", "partitions_paused"),
+        ("repeats_ended", "partitions_resumed"),
+    ]
