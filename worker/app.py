@@ -389,7 +389,8 @@ class Worker:
         for result in results:
             if result.error is not None:
                 metrics.commit_failures += 1
-                self._log_repeating(
+                self._repeats.log(
+                    log,
                     {"of": "commit_failed", "error": result.error},
                     logging.WARNING,
                     "commit_failed",
@@ -422,20 +423,14 @@ class Worker:
             log.error("kafka_fatal_error", code=code, reason=reason)
             self.stop(f"kafka fatal error {code}", fatal=True)
         else:
-            self._log_repeating(
+            self._repeats.log(
+                log,
                 {"of": "kafka_error", "code": code},
                 logging.WARNING,
                 "kafka_error",
                 code=code,
                 reason=reason,
             )
-
-    def _log_repeating(
-        self, kind: dict[str, str | int], level: int, event: str, **fields: Any
-    ) -> None:
-        """Log the first line of ``kind`` now; count the rest for the next summary."""
-        if self._repeats.admit(kind, level, {"event": event, **fields}):
-            log.log(level, event, **fields)
 
     # -- one record -----------------------------------------------------------------
 

@@ -298,8 +298,7 @@ class Intake:
             self._log_flow("partitions_resumed", partitions=_fmt([f.tp for f in ready]))
 
     def _log_flow(self, event: str, **fields: Any) -> None:
-        if self.repeats.admit({"of": event}, logging.INFO, {"event": event, **fields}):
-            log.info(event, **fields)
+        self.repeats.log(log, {"of": event}, logging.INFO, event, **fields)
 
     def apply_commands(self) -> None:
         """Apply every queued command, in order."""

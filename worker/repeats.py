@@ -25,11 +25,15 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from worker.records import Clock
 
 Kind = Mapping[str, str | int]
+
+#: Field names the report lines use themselves (:func:`log_reports`): a kind naming one
+#: would collide with them when its ``repeats_ended`` line is logged.
+RESERVED: Final = frozenset({"event", "repeated", "lasted_s"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,8 @@ class Repeats:
         with self._lock:
             episode = self._episodes.get(key)
             if episode is None:
+                if not RESERVED.isdisjoint(kind):
+                    raise ValueError(f"a kind may not name {sorted(RESERVED & kind.keys())}")
                 self._episodes[key] = _Episode(kind, level, fields, now, now)
                 return True
             episode.seen = True
@@ -81,6 +87,12 @@ class Repeats:
             episode.held += 1
             episode.total += 1
             return False
+
+    def log(self, logger: LevelLogger, kind: Kind, level: int, event: str, **fields: Any) -> None:
+        """Log ``event`` with ``fields`` now if it is the first line of ``kind``'s
+        episode; else hold it back and count it for the next sweep."""
+        if self.admit(kind, level, {"event": event, **fields}):
+            logger.log(level, event, **fields)
 
     def sweep(self) -> list[Report]:
         """What to log now: a repeat line for each kind held back since the previous

@@ -45,6 +45,25 @@ def sweep_lines(repeats: Repeats) -> list[MutableMapping[str, Any]]:
     return logs
 
 
+@pytest.mark.parametrize("name", ["event", "repeated", "lasted_s"])
+def test_a_kind_naming_a_field_of_the_report_lines_is_refused_at_once(name: str) -> None:
+    # Its repeats_ended line would pass the name twice and fail at the sweep (at shutdown,
+    # once: found by the long soak), far from the line that chose the kind.
+    with pytest.raises(ValueError, match=name):
+        Repeats(Clock()).admit({"of": "x", name: "y"}, logging.INFO, {"event": "x"})
+
+
+def test_log_writes_the_first_line_of_a_kind_and_counts_the_rest() -> None:
+    repeats = Repeats(Clock())
+    with capture_logs() as logs:
+        for i in range(3):
+            repeats.log(structlog.get_logger("test"), TRANSPORT, logging.WARNING, **line(i))
+    assert [(entry["event"], entry["reason"]) for entry in logs] == [("kafka_error", "refused 0")]
+    assert [(entry["event"], entry["repeated"]) for entry in sweep_lines(repeats)] == [
+        ("kafka_error", 2)
+    ]
+
+
 @pytest.mark.parametrize(
     ("offers", "admitted"),
     [
