@@ -34,6 +34,7 @@ from typing import Any, Final
 import orjson
 
 from ometria_dev.stub import StubProcess, spawn_stub
+from tests.integration.helpers import metric_samples
 
 REPO: Final = Path(__file__).resolve().parents[2]
 KAFKA_LOCAL: Final = REPO / "scripts" / "kafka-local"
@@ -250,10 +251,8 @@ class WorkerProc:
                 text = answer.read().decode()
         except OSError:
             return None
-        for line in text.splitlines():
-            if line.startswith("ometria_worker_records_in_flight "):
-                return int(float(line.split()[1]))
-        return None
+        value = metric_samples(text).get("ometria_worker_records_in_flight")
+        return None if value is None else int(value)
 
     def alive(self) -> bool:
         """Whether the child still runs."""
