@@ -62,6 +62,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from ometria_dev import processes
 from ometria_dev.demo_avro import (
     BASKET_V1,
     BASKET_V2,
@@ -571,15 +572,9 @@ class _Child:
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, wait (SIGKILL after ``timeout``); the exit code. Idempotent."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        code = processes.stop(self.process, timeout)
         self._log.close()
-        return self.process.returncode
+        return code
 
 
 def _child_env(extra: dict[str, str]) -> dict[str, str]:

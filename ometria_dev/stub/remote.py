@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from ometria_dev import processes
 from ometria_dev.stub.faults import Faults
 
 
@@ -125,14 +125,7 @@ class StubProcess(RemoteStub):
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, then wait (SIGKILL after ``timeout``); returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.returncode = self.process.returncode
+        self.returncode = processes.stop(self.process, timeout)
         return self.returncode
 
 
