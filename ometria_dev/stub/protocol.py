@@ -39,10 +39,14 @@ _log = logging.getLogger(__name__)
 
 
 class Delayed(NamedTuple):
-    """An answer to send after ``delay`` seconds (injected latency)."""
+    """An answer to send ``delay`` seconds (injected latency) after ``since``, the
+    request's arrival (``time.monotonic``): the stand-in's own work on the request
+    (parsing, checking, recording) is inside the latency, as a real server's is, not
+    added to it."""
 
     delay: float
     data: bytes
+    since: float
 
 
 class Drop(enum.Enum):
@@ -384,8 +388,9 @@ class HttpConnection(asyncio.Protocol):
                 if head.http10:
                     data = data.replace(b"\r\n", b"\r\nConnection: keep-alive\r\n", 1)
                 self._blocked = True
+                left = reply.since + reply.delay - time.monotonic()
                 self._timer = self._loop.call_later(
-                    reply.delay, self._deliver, data, head.keep_alive
+                    max(0.0, left), self._deliver, data, head.keep_alive
                 )
                 keep_alive = True  # the close, if any, comes with the delayed answer
             elif reply is Drop.HANG:

@@ -331,7 +331,7 @@ class StubServer:
             # Counted before this request joins the count: a lone request gets the base latency.
             delay = self._injector.delay(self._in_flight)
             self._in_flight += 1
-            return Delayed(delay, reply)
+            return Delayed(delay, reply, mono)
         if reply is Drop.HANG:
             self._in_flight += 1
         return reply

@@ -264,6 +264,18 @@ def test_latency_delays_answers_without_serialising_them(make_stub: MakeStub) ->
     assert stats["in_flight"] == 0
 
 
+def test_latency_is_counted_from_the_arrival_the_stand_in_records() -> None:
+    # The answer is held until arrival + latency: the stand-in's own work on the request
+    # (parsing, checking, recording) is inside the latency, not added to it.
+    server = StubServer()
+    server.set_faults(latency_ms=50)
+    reply = server.handle(b"POST", b"/api/track", None, b"application/json", orjson.dumps(track()))
+    assert isinstance(reply, Delayed)
+    assert reply.delay == pytest.approx(0.050)
+    [attempt] = server.attempts()
+    assert reply.since == attempt.mono
+
+
 def test_load_dependent_latency_counts_the_answers_still_held() -> None:
     # Driven through the handler directly: the delays are decided on arrival, so this
     # needs no clock and no network to be exact.
