@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import time
 
 from bench.bare_loop import post_all
@@ -56,7 +57,7 @@ def main() -> None:
             rates.append(len(bodies) / (time.monotonic() - started))
     rate = median(rates)
     per_request = args.in_flight / rate
-    ideal = args.in_flight / (args.latency_ms / 1000)
+    ideal = args.in_flight / (args.latency_ms / 1000) if args.latency_ms > 0 else math.inf
     # Ordered delivery drains a backlog when its largest partition is done.
     bound = 1 / (args.largest_share * per_request)
     print(f"bare loop, {args.in_flight} in flight, stand-in at {args.latency_ms:g} ms")
