@@ -10,6 +10,7 @@ itself).
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -212,3 +213,12 @@ def test_an_editable_install_finds_them_beside_worker(tmp_path: Path) -> None:
     assert "--latency-per-in-flight-ms" in done.stdout
     done = _run([str(script), "--help"], cwd=tmp_path, env=env)
     assert MARK not in done.stdout
+
+
+def test_run_keeps_what_start_up_made_out_of_the_collector_while_it_runs() -> None:
+    from worker.commands.run import startup_frozen  # noqa: PLC0415 - as `run` imports it
+
+    assert gc.get_freeze_count() == 0
+    with startup_frozen():
+        assert gc.get_freeze_count() > 0  # modules, settings, schemas: never walked again
+    assert gc.get_freeze_count() == 0  # an in-process caller goes on with a normal collector
