@@ -12,6 +12,12 @@ same transport, ``--in-flight`` requests at a time, no Kafka) against the stand-
 ``--runs``), and the rate of ``partition`` mode it bounds on a backlog whose largest
 partition holds ``--largest-share`` of the events (the 20,000-event backlog of scenario
 C: 2,520 of 20,000 in its largest partition).
+
+With ``--idle-gaps 0 5 20 50`` it first times one request at 0 ms latency after each idle
+gap: on this kind of machine a process that has slept for 50 ms runs its next request's
+code about three times slower than one kept busy (cold caches, a descheduled virtual
+CPU). The bare loop sleeps between answers, which the worker's other threads do not
+quite, so this "ceiling" is a reference, not a hard bound (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import time
 from bench.bare_loop import post_all
 from bench.common import median, pin, stand_in
 from bench.e2e_bed import events
+from worker.ometria import OmetriaClient
 from worker.outcome import Mapped
 from worker.pipeline import Pipeline
 
@@ -39,6 +46,34 @@ def mapped_bodies(count: int) -> list[bytes]:
     return bodies
 
 
+async def round_trips(url: str, bodies: list[bytes], gap_s: float) -> list[float]:
+    """Seconds per request with one in flight, each sent ``gap_s`` after the previous
+    answer (the first 20 warm the connection and are not counted)."""
+    client = OmetriaClient(url, auth=None, concurrency=1)
+    times: list[float] = []
+    try:
+        for body in bodies:
+            if gap_s:
+                await asyncio.sleep(gap_s)
+            started = time.perf_counter()
+            answer = await client.track(body)
+            times.append(time.perf_counter() - started)
+            if answer.status != 200:
+                raise SystemExit(f"ceiling: stand-in answered {answer.status}")
+    finally:
+        await client.aclose()
+    return times[20:]
+
+
+def idle_gaps(bodies: list[bytes], gaps_ms: list[float]) -> None:
+    """Print the round trip at 0 ms latency after each idle gap: what waking costs."""
+    with stand_in("--latency-ms", "0") as url:
+        print("round trip at 0 ms latency, 1 in flight, after an idle gap (median)")
+        for gap in gaps_ms:
+            times = asyncio.run(round_trips(url, bodies[:220], gap / 1000))
+            print(f"  after {gap:g} ms idle: {median(times) * 1000:.3f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--latency-ms", type=float, default=50.0)
@@ -46,9 +81,19 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1600)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--largest-share", type=float, default=2520 / 20000)
+    parser.add_argument(
+        "--idle-gaps",
+        type=float,
+        nargs="*",
+        metavar="MS",
+        help="also time one request after each idle gap (e.g. 0 5 20 50) at 0 ms latency",
+    )
     args = parser.parse_args()
-    bodies = mapped_bodies(args.events)
+    bodies = mapped_bodies(max(args.events, 220))
     pin(0)
+    if args.idle_gaps:
+        idle_gaps(bodies, args.idle_gaps)
+    bodies = bodies[: args.events]
     rates: list[float] = []
     with stand_in("--latency-ms", f"{args.latency_ms:g}") as url:
         for _ in range(args.runs):
