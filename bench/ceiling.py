@@ -29,26 +29,16 @@ import time
 
 from bench.bare_loop import post_all
 from bench.common import median, pin, stand_in
-from bench.e2e_bed import events
+from bench.e2e_bed import events, mapped_bodies
 from worker.ometria import OmetriaClient
-from worker.outcome import Mapped
-from worker.pipeline import Pipeline
 
-
-def mapped_bodies(count: int) -> list[bytes]:
-    """The bodies the worker POSTs for the bench's event mix (as scenario A's bare loop)."""
-    pipeline = Pipeline.load()
-    bodies = []
-    for _, value in events(count):
-        mapped = pipeline.process(value, None)
-        assert isinstance(mapped, Mapped), mapped
-        bodies.append(mapped.body)
-    return bodies
+#: Requests per idle gap of ``--idle-gaps``: the first WARM_UP are not counted.
+WARM_UP, TIMED = 20, 200
 
 
 async def round_trips(url: str, bodies: list[bytes], gap_s: float) -> list[float]:
     """Seconds per request with one in flight, each sent ``gap_s`` after the previous
-    answer (the first 20 warm the connection and are not counted)."""
+    answer (the first :data:`WARM_UP` warm the connection and are not counted)."""
     client = OmetriaClient(url, auth=None, concurrency=1)
     times: list[float] = []
     try:
@@ -62,7 +52,7 @@ async def round_trips(url: str, bodies: list[bytes], gap_s: float) -> list[float
                 raise SystemExit(f"ceiling: stand-in answered {answer.status}")
     finally:
         await client.aclose()
-    return times[20:]
+    return times[WARM_UP:]
 
 
 def idle_gaps(bodies: list[bytes], gaps_ms: list[float]) -> None:
@@ -70,7 +60,7 @@ def idle_gaps(bodies: list[bytes], gaps_ms: list[float]) -> None:
     with stand_in("--latency-ms", "0") as url:
         print("round trip at 0 ms latency, 1 in flight, after an idle gap (median)")
         for gap in gaps_ms:
-            times = asyncio.run(round_trips(url, bodies[:220], gap / 1000))
+            times = asyncio.run(round_trips(url, bodies[: WARM_UP + TIMED], gap / 1000))
             print(f"  after {gap:g} ms idle: {median(times) * 1000:.3f} ms")
 
 
@@ -89,7 +79,7 @@ def main() -> None:
         help="also time one request after each idle gap (e.g. 0 5 20 50) at 0 ms latency",
     )
     args = parser.parse_args()
-    bodies = mapped_bodies(max(args.events, 220))
+    bodies = mapped_bodies(events(max(args.events, WARM_UP + TIMED)))
     pin(0)
     if args.idle_gaps:
         idle_gaps(bodies, args.idle_gaps)

@@ -20,6 +20,8 @@ from confluent_kafka.cimpl import NewTopic
 
 from bench.bench_mapping import make_records
 from bench.common import REPO, pin
+from worker.outcome import Mapped
+from worker.pipeline import Pipeline
 
 PARTITIONS = 8
 VISITORS = 1000
@@ -38,6 +40,17 @@ def events(count: int) -> list[tuple[bytes, bytes]]:
             data["user"]["uid"] = uid
         out.append((uid.encode(), orjson.dumps(event)))
     return out
+
+
+def mapped_bodies(records: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """The bodies the worker POSTs for ``records`` (the bare loop's payloads)."""
+    pipeline = Pipeline.load()
+    bodies = []
+    for _, value in records:
+        mapped = pipeline.process(value, None)
+        assert isinstance(mapped, Mapped), mapped
+        bodies.append(mapped.body)
+    return bodies
 
 
 def make_topic(bootstrap: str, records: list[tuple[bytes, bytes]]) -> tuple[str, dict[str, int]]:

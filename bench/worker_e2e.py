@@ -51,11 +51,10 @@ from bench.e2e_bed import (
     child,
     events,
     make_topic,
+    mapped_bodies,
     stop,
     worker_env,
 )
-from worker.outcome import Mapped
-from worker.pipeline import Pipeline
 
 
 @dataclass
@@ -323,14 +322,8 @@ def main() -> None:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         if wanted & set("AB"):
             url = stack.enter_context(stand_in(core=1))
-            pipeline = Pipeline.load()
-            bodies = []
-            for _, value in records[:big]:
-                mapped = pipeline.process(value, None)
-                assert isinstance(mapped, Mapped), mapped
-                bodies.append(mapped.body)
             payloads = tmp / "payloads.jsonl"
-            payloads.write_bytes(b"\n".join(bodies))
+            payloads.write_bytes(b"\n".join(mapped_bodies(records[:big])))
             topic_big, _ = make_topic(bootstrap, records[:big])
             topic_small, _ = make_topic(bootstrap, records[:small])
             print(f"broker {bootstrap}; {big} and {small} events in {PARTITIONS} partitions")
