@@ -16,10 +16,10 @@ from tests.integration.helpers import (
     basket_event,
     end_offsets,
     http_get,
-    metric_samples,
     numbered,
     wait_committed,
     wait_until,
+    worker_metrics,
 )
 
 pytestmark = pytest.mark.integration
@@ -51,21 +51,16 @@ def test_metrics_and_health_agree_with_the_run(
         committed = wait_committed(kafka_bootstrap, group, topic)
         attempts = stub.attempts()
 
-        def scrape() -> dict[str, float]:
-            status, body = http_get(base + "/metrics")
-            assert status == 200
-            return metric_samples(body.decode())
+        def lags() -> list[float | None]:
+            m = worker_metrics(port)
+            return [
+                m.get(f'ometria_worker_consumer_lag{{partition="{p}",topic="{topic}"}}')
+                for p in (0, 1)
+            ]
 
         # Lag comes from librdkafka's statistics, every 5 s; commits every 0.2 s.
-        wait_until(
-            lambda: all(
-                scrape().get(f'ometria_worker_consumer_lag{{partition="{p}",topic="{topic}"}}') == 0
-                for p in (0, 1)
-            ),
-            20,
-            "consumer lag 0 on both partitions",
-        )
-        m = scrape()
+        wait_until(lambda: lags() == [0, 0], 20, "consumer lag 0 on both partitions")
+        m = worker_metrics(port)
         live_status, live = http_get(base + "/livez")
         ready_status, ready = http_get(base + "/readyz")
         assert worker.stop() == 0
